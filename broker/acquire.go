@@ -1,0 +1,284 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/acubroker/acubroker/acumatica"
+)
+
+// maxRequestIDLength bounds AcquireParams.RequestID.
+const maxRequestIDLength = 128
+
+// AcquireParams are the inputs of Acquire.
+type AcquireParams struct {
+	Connection string
+	// LeaseTTL is the lease's length; zero takes the connection's default.
+	LeaseTTL time.Duration
+	// RequestID makes a retried acquire return the same lease.
+	RequestID string
+	// Holder identifies the caller; leases are scoped to it.
+	Holder string
+}
+
+// Lease identifies one caller's hold on one session.
+type Lease struct {
+	ID         string
+	SessionID  string
+	Connection string
+	ExpireAt   time.Time
+}
+
+// Credentials are what a lease holder sends to Acumatica.
+type Credentials struct {
+	AccessToken string
+	TokenType   string
+	ExpireAt    time.Time
+	BaseURL     string
+	Cookies     []acumatica.Cookie
+}
+
+// Grant is a lease with its session's credentials.
+type Grant struct {
+	Lease       Lease
+	Credentials Credentials
+	// Refreshed is true when the access token was refreshed by this call.
+	Refreshed bool
+}
+
+// Acquire leases a session of a connection: a warm one from the pool when
+// there is one, else a new sign-in on a free seat, else the first seat freed
+// while it waits. It waits at most the connection's MaxWait, and no longer
+// than ctx allows.
+//
+// Errors: ErrInvalidArgument, ErrConnectionNotFound, ErrNoSeatAvailable
+// when the wait ends without a seat, ErrRequestIDReused, the ERP errors of a
+// sign-in or refresh (ErrLoginLimit, ErrCredentials, ErrThrottled,
+// ErrERPUnavailable, ErrERPUnexpected), ErrStoreUnavailable, and ctx's error.
+func (b *Broker) Acquire(ctx context.Context, p AcquireParams) (*Grant, error) {
+	conn, err := b.connection(p.Connection)
+	if err != nil {
+		return nil, err
+	}
+	ttl, err := leaseTTL(conn, p.LeaseTTL)
+	if err != nil {
+		return nil, err
+	}
+	if len(p.RequestID) > maxRequestIDLength {
+		return nil, invalidArgument("request_id", "it is %d bytes long; use at most %d", len(p.RequestID), maxRequestIDLength)
+	}
+	if p.RequestID != "" {
+		grant, found, err := b.acquireExisting(ctx, conn, p)
+		if found || err != nil {
+			return grant, err
+		}
+	}
+
+	now := b.clock.Now()
+	leaseID := uuid.NewString()
+	seat, err := b.store.ClaimSeat(ctx, ClaimSeatParams{
+		Connection:      conn.Name,
+		LeaseID:         leaseID,
+		Holder:          p.Holder,
+		RequestID:       p.RequestID,
+		LeaseTTL:        ttl,
+		SignInReclaimAt: now.Add(b.sessionEndsAfter(conn)),
+		Now:             now,
+	})
+	if errors.Is(err, ErrNotFound) {
+		seat, err = b.wait(ctx, conn, leaseID, p, ttl)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b.prepare(ctx, conn, seat, ttl)
+}
+
+// acquireExisting returns the live lease that an earlier acquire with the
+// same request_id created.
+func (b *Broker) acquireExisting(ctx context.Context, conn *Connection, p AcquireParams) (*Grant, bool, error) {
+	rec, err := b.store.LeaseByRequestID(ctx, conn.Name, p.Holder, p.RequestID)
+	if errors.Is(err, ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	if rec.State != LeaseActive {
+		return nil, true, &Error{
+			Reason: ReasonRequestIDReused,
+			Message: fmt.Sprintf("request_id %q was used for lease %s, which is %s; send a new request_id",
+				p.RequestID, rec.LeaseID, rec.State),
+			Metadata: map[string]string{"lease_id": rec.LeaseID, "request_id": p.RequestID},
+		}
+	}
+	seat, err := b.store.SeatByLease(ctx, rec.LeaseID)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, true, b.leaseGone(ctx, rec.LeaseID)
+		}
+		return nil, true, err
+	}
+	if seat.State == SeatSigningIn {
+		return nil, true, &Error{
+			Reason:     ReasonAcquireInProgress,
+			Message:    fmt.Sprintf("the acquire with request_id %q is still signing in; retry shortly", p.RequestID),
+			RetryAfter: time.Second,
+			Metadata:   map[string]string{"lease_id": rec.LeaseID, "request_id": p.RequestID},
+		}
+	}
+	grant, err := b.ensureFresh(ctx, conn, seat)
+	return grant, true, err
+}
+
+func leaseTTL(conn *Connection, requested time.Duration) (time.Duration, error) {
+	switch {
+	case requested == 0:
+		return conn.DefaultLeaseTTL, nil
+	case requested < 0:
+		return 0, invalidArgument("lease_ttl", "%s is negative; use a positive duration up to %s, or leave it unset for %s",
+			requested, conn.MaxLeaseTTL, conn.DefaultLeaseTTL)
+	case requested < time.Second:
+		return 0, invalidArgument("lease_ttl", "%s is shorter than 1s; use at least 1s", requested)
+	case requested > conn.MaxLeaseTTL:
+		return 0, invalidArgument("lease_ttl", "%s exceeds the maximum of %s for connection %q; renew the lease instead",
+			requested, conn.MaxLeaseTTL, conn.Name)
+	}
+	return requested, nil
+}
+
+// sessionEndsAfter is how long after its last use a session certainly has
+// ended at Acumatica: its token lifetime without a refresh token, else
+// Acumatica's idle timeout.
+func (b *Broker) sessionEndsAfter(conn *Connection) time.Duration {
+	if !conn.OfflineAccess {
+		return conn.TokenLifetime
+	}
+	return conn.IdleTimeout
+}
+
+// wait queues the caller and returns the seat granted to it.
+func (b *Broker) wait(ctx context.Context, conn *Connection, leaseID string, p AcquireParams, ttl time.Duration) (*Seat, error) {
+	if conn.MaxWait <= 0 {
+		return nil, b.noSeat(conn)
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, conn.MaxWait)
+	defer cancel()
+	now := b.clock.Now()
+	expireAt := now.Add(conn.MaxWait)
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < conn.MaxWait {
+		expireAt = now.Add(time.Until(d))
+	}
+
+	b.wake.register(conn.Name)
+	defer b.wake.unregister(conn.Name)
+	err := b.store.Enqueue(ctx, EnqueueParams{
+		Connection: conn.Name,
+		LeaseID:    leaseID,
+		Holder:     p.Holder,
+		RequestID:  p.RequestID,
+		LeaseTTL:   ttl,
+		ExpireAt:   expireAt,
+		Now:        now,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	poll := time.NewTicker(b.pollInterval)
+	defer poll.Stop()
+	dispatch := true
+	for {
+		woken := b.wake.wait(conn.Name)
+		if dispatch {
+			if _, err := b.store.Dispatch(waitCtx, conn.Name, b.clock.Now()); err != nil && waitCtx.Err() == nil {
+				b.logger.WarnContext(ctx, "dispatch failed; retrying at the next poll", "connection", conn.Name, "err", err)
+			}
+		}
+		seat, err := b.store.SeatByLease(waitCtx, leaseID)
+		if err == nil {
+			return seat, nil
+		}
+		if !errors.Is(err, ErrNotFound) && waitCtx.Err() == nil {
+			return nil, errors.Join(err, b.giveUp(ctx, leaseID))
+		}
+		select {
+		case <-woken:
+			dispatch = false
+		case <-poll.C:
+			dispatch = true
+		case <-waitCtx.Done():
+			if err := b.giveUp(ctx, leaseID); err != nil {
+				return nil, err
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, b.noSeat(conn)
+		}
+	}
+}
+
+// giveUp leaves the queue. A seat granted meanwhile goes back at once.
+func (b *Broker) giveUp(ctx context.Context, leaseID string) error {
+	ctx = context.WithoutCancel(ctx)
+	removed, err := b.store.Dequeue(ctx, leaseID)
+	if err != nil || removed {
+		return err
+	}
+	seat, err := b.store.SeatByLease(ctx, leaseID)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	now := b.clock.Now()
+	if seat.State == SeatSigningIn {
+		return b.store.FailSignIn(ctx, leaseID, false, now)
+	}
+	_, err = b.store.ReleaseLease(ctx, EndLeaseParams{LeaseID: leaseID, State: LeaseReleased, Now: now})
+	return err
+}
+
+func (b *Broker) noSeat(conn *Connection) *Error {
+	return &Error{
+		Reason: ReasonNoSeatAvailable,
+		Message: fmt.Sprintf("all %d seats of connection %q stayed in use for the maximum wait of %s; retry later",
+			conn.MaxSessions, conn.Name, conn.MaxWait),
+		RetryAfter: time.Second,
+		Metadata:   map[string]string{"connection": conn.Name},
+	}
+}
+
+// prepare turns a seat held by a new lease into a grant: it signs in when
+// the seat has no session yet, and refreshes a token near expiry.
+func (b *Broker) prepare(ctx context.Context, conn *Connection, seat *Seat, ttl time.Duration) (*Grant, error) {
+	if seat.State == SeatSigningIn {
+		return b.signIn(ctx, conn, seat, ttl)
+	}
+	return b.ensureFresh(ctx, conn, seat)
+}
+
+func (b *Broker) grant(conn *Connection, seat *Seat, creds SessionCredentials, refreshed bool) *Grant {
+	return &Grant{
+		Lease: Lease{
+			ID:         seat.LeaseID,
+			SessionID:  seat.SessionID,
+			Connection: seat.Connection,
+			ExpireAt:   seat.LeaseExpireAt,
+		},
+		Credentials: Credentials{
+			AccessToken: creds.AccessToken,
+			TokenType:   creds.TokenType,
+			ExpireAt:    seat.TokenExpireAt,
+			BaseURL:     conn.ERP.SiteURL(),
+			Cookies:     creds.Cookies,
+		},
+		Refreshed: refreshed,
+	}
+}

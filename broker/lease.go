@@ -1,0 +1,393 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/acubroker/acubroker/acumatica"
+)
+
+// RenewParams are the inputs of Renew.
+type RenewParams struct {
+	LeaseID string
+	// LeaseTTL is the new length counted from now; zero takes the
+	// connection's default.
+	LeaseTTL time.Duration
+	Holder   string
+}
+
+// ReleaseParams are the inputs of Release.
+type ReleaseParams struct {
+	LeaseID string
+	// TokenRejected retires the session: Acumatica answered 401 to its token.
+	TokenRejected bool
+	Holder        string
+}
+
+// SignOutParams are the inputs of SignOut.
+type SignOutParams struct {
+	LeaseID string
+	Holder  string
+}
+
+// Renew extends a live lease and refreshes its access token when it is near
+// expiry.
+//
+// Errors: ErrInvalidArgument, ErrLeaseNotFound, ErrLeaseExpired,
+// ErrLeaseReleased, ErrLeaseSignedOut, ErrLeaseRevoked, the ERP errors of a
+// refresh, ErrStoreUnavailable.
+func (b *Broker) Renew(ctx context.Context, p RenewParams) (*Grant, error) {
+	conn, _, err := b.leaseConnection(ctx, p.LeaseID)
+	if err != nil {
+		return nil, err
+	}
+	ttl, err := leaseTTL(conn, p.LeaseTTL)
+	if err != nil {
+		return nil, err
+	}
+	seat, err := b.store.RenewLease(ctx, p.LeaseID, ttl, b.clock.Now())
+	if err != nil {
+		return nil, b.leaseStoreError(ctx, p.LeaseID, err)
+	}
+	return b.ensureFresh(ctx, conn, seat)
+}
+
+// Release ends a lease. The session goes back to the pool, open, unless
+// TokenRejected is set: then it is signed out and its seat freed. It
+// returns whether the session was kept.
+//
+// Errors: as for Renew, without the ERP errors.
+func (b *Broker) Release(ctx context.Context, p ReleaseParams) (bool, error) {
+	conn, seat, err := b.leaseConnection(ctx, p.LeaseID)
+	if err != nil {
+		return false, err
+	}
+	now := b.clock.Now()
+	if !p.TokenRejected {
+		_, err := b.store.ReleaseLease(ctx, EndLeaseParams{LeaseID: p.LeaseID, State: LeaseReleased, Now: now})
+		if err != nil {
+			return false, b.leaseStoreError(ctx, p.LeaseID, err)
+		}
+		return true, nil
+	}
+	seat, err = b.store.BeginSignOut(ctx, EndLeaseParams{
+		LeaseID:       p.LeaseID,
+		State:         LeaseRetired,
+		SignOutReason: "token rejected",
+		ReclaimAt:     b.reclaimAt(conn, seat, now),
+		Now:           now,
+	})
+	if err != nil {
+		return false, b.leaseStoreError(ctx, p.LeaseID, err)
+	}
+	b.signOutSeat(ctx, conn, seat)
+	return false, nil
+}
+
+// SignOut ends a lease and signs its session out at Acumatica. It returns
+// whether Acumatica confirmed; when it did not, the seat stays counted and
+// the sign-out is retried in the background.
+//
+// Errors: as for Release.
+func (b *Broker) SignOut(ctx context.Context, p SignOutParams) (bool, error) {
+	conn, seat, err := b.leaseConnection(ctx, p.LeaseID)
+	if err != nil {
+		return false, err
+	}
+	now := b.clock.Now()
+	seat, err = b.store.BeginSignOut(ctx, EndLeaseParams{
+		LeaseID:       p.LeaseID,
+		State:         LeaseSignedOut,
+		SignOutReason: "caller sign-out",
+		ReclaimAt:     b.reclaimAt(conn, seat, now),
+		Now:           now,
+	})
+	if err != nil {
+		return false, b.leaseStoreError(ctx, p.LeaseID, err)
+	}
+	return b.signOutSeat(ctx, conn, seat), nil
+}
+
+// leaseConnection returns the seat a live lease holds and its connection.
+func (b *Broker) leaseConnection(ctx context.Context, leaseID string) (*Connection, *Seat, error) {
+	if leaseID == "" {
+		return nil, nil, invalidArgument("lease_id", "the lease id is empty; pass the lease_id that AcquireSession returned")
+	}
+	if _, err := uuid.Parse(leaseID); err != nil {
+		return nil, nil, invalidArgument("lease_id", "%q is not a lease id; pass the lease_id that AcquireSession returned", leaseID)
+	}
+	seat, err := b.store.SeatByLease(ctx, leaseID)
+	if err != nil {
+		return nil, nil, b.leaseStoreError(ctx, leaseID, err)
+	}
+	conn, ok := b.connections[seat.Connection]
+	if !ok {
+		return nil, nil, &Error{
+			Reason:   ReasonConnectionNotFound,
+			Message:  fmt.Sprintf("lease %s belongs to connection %q, which this broker does not configure", leaseID, seat.Connection),
+			Metadata: map[string]string{"lease_id": leaseID, "connection": seat.Connection},
+		}
+	}
+	if !b.clock.Now().Before(seat.LeaseExpireAt) {
+		return nil, nil, leaseError(ReasonLeaseExpired, leaseID,
+			"lease %s expired at %s; acquire a new session", leaseID, seat.LeaseExpireAt.UTC().Format(time.RFC3339))
+	}
+	return conn, seat, nil
+}
+
+// leaseStoreError explains why a lease-scoped store call found no live lease.
+func (b *Broker) leaseStoreError(ctx context.Context, leaseID string, err error) error {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrLeaseLost) {
+		return b.leaseGone(ctx, leaseID)
+	}
+	return err
+}
+
+func (b *Broker) leaseGone(ctx context.Context, leaseID string) error {
+	rec, err := b.store.LeaseByID(ctx, leaseID)
+	if errors.Is(err, ErrNotFound) {
+		return leaseError(ReasonLeaseNotFound, leaseID,
+			"lease %s not found: it never existed or ended long ago; acquire a new session", leaseID)
+	}
+	if err != nil {
+		return err
+	}
+	switch rec.State {
+	case LeaseReleased:
+		return leaseError(ReasonLeaseReleased, leaseID, "lease %s was already released; acquire a new session", leaseID)
+	case LeaseRetired, LeaseSignedOut:
+		return leaseError(ReasonLeaseSignedOut, leaseID, "lease %s was already signed out; acquire a new session", leaseID)
+	case LeaseRevoked:
+		return leaseError(ReasonLeaseRevoked, leaseID,
+			"lease %s was revoked by an administrator and its session signed out; acquire a new session", leaseID)
+	default:
+		return leaseError(ReasonLeaseExpired, leaseID,
+			"lease %s expired before it was renewed and its seat was reclaimed; acquire a new session", leaseID)
+	}
+}
+
+// reclaimAt is when a session that is being signed out has certainly ended
+// at Acumatica: at its token's expiry without a refresh token, else after
+// Acumatica's idle timeout counted from now (its holder may have used it
+// until now).
+func (b *Broker) reclaimAt(conn *Connection, seat *Seat, now time.Time) time.Time {
+	if !seat.HasRefreshToken && !seat.TokenExpireAt.IsZero() {
+		return seat.TokenExpireAt
+	}
+	return now.Add(conn.IdleTimeout)
+}
+
+// signIn signs in for a seat the lease holds in state signing_in and
+// records the new session. The sign-in is not cut short when the caller
+// goes away: a request cut off mid-flight leaves an unknown outcome, which
+// would hold the seat until Acumatica's idle timeout.
+func (b *Broker) signIn(ctx context.Context, conn *Connection, seat *Seat, ttl time.Duration) (*Grant, error) {
+	bg := context.WithoutCancel(ctx)
+	now := b.clock.Now()
+	leaseID := seat.LeaseID
+	if seat.ReclaimAt.IsZero() {
+		var err error
+		seat, err = b.store.BeginSignIn(bg, leaseID, now.Add(b.sessionEndsAfter(conn)), now)
+		if err != nil {
+			return nil, b.leaseStoreError(bg, leaseID, err)
+		}
+	}
+	if ttl == 0 {
+		ttl = conn.DefaultLeaseTTL
+	}
+
+	signCtx, cancel := context.WithTimeout(bg, b.signInTimeout)
+	tok, err := conn.ERP.PasswordGrant(signCtx)
+	cancel()
+	if err != nil {
+		unknown := outcomeUnknown(err)
+		if ferr := b.store.FailSignIn(bg, leaseID, unknown, b.clock.Now()); ferr != nil {
+			b.logger.ErrorContext(ctx, "recording a failed sign-in failed", "connection", conn.Name, "lease_id", leaseID, "err", ferr)
+		}
+		b.logger.WarnContext(ctx, "sign-in failed", "connection", conn.Name, "lease_id", leaseID,
+			"outcome_unknown", unknown, "err", err)
+		return nil, erpError(conn, "sign-in", err)
+	}
+
+	sessionID := uuid.NewString()
+	creds := credentialsFromToken(tok, "")
+	sealed, keyID, err := b.sealCredentials(sessionID, creds)
+	if err == nil {
+		seat, err = b.store.CompleteSignIn(bg, CompleteSignInParams{
+			LeaseID:          leaseID,
+			SessionID:        sessionID,
+			Credentials:      sealed,
+			CredentialsKeyID: keyID,
+			HasRefreshToken:  creds.RefreshToken != "",
+			TokenExpireAt:    tok.Expiry,
+			LeaseTTL:         ttl,
+			Now:              b.clock.Now(),
+		})
+	}
+	if err != nil {
+		// The session is open but not recorded: close it now rather than
+		// leave it to Acumatica's idle timeout.
+		b.signOutUnrecorded(bg, conn, creds)
+		return nil, b.leaseStoreError(bg, leaseID, err)
+	}
+	b.logger.InfoContext(ctx, "signed in", "connection", conn.Name, "session_id", sessionID, "lease_id", leaseID)
+	if ctx.Err() != nil {
+		b.releaseAbandoned(bg, leaseID)
+		return nil, ctx.Err()
+	}
+	return b.grant(conn, seat, creds, false), nil
+}
+
+func (b *Broker) signOutUnrecorded(ctx context.Context, conn *Connection, creds SessionCredentials) {
+	signCtx, cancel := context.WithTimeout(ctx, b.signInTimeout)
+	defer cancel()
+	err := conn.ERP.SignOut(signCtx, acumatica.SessionCredentials{AccessToken: creds.AccessToken, Cookies: creds.Cookies})
+	if err != nil {
+		b.logger.ErrorContext(ctx, "signing out an unrecorded session failed; its seat stays counted until reclaimed",
+			"connection", conn.Name, "err", err)
+	}
+}
+
+// releaseAbandoned puts back a lease whose caller left before it was granted.
+func (b *Broker) releaseAbandoned(ctx context.Context, leaseID string) {
+	_, err := b.store.ReleaseLease(ctx, EndLeaseParams{LeaseID: leaseID, State: LeaseReleased, Now: b.clock.Now()})
+	if err != nil {
+		b.logger.WarnContext(ctx, "releasing an abandoned lease failed; it expires by itself", "lease_id", leaseID, "err", err)
+	}
+}
+
+// ensureFresh returns the grant of a leased seat, refreshing the access
+// token first when it expires within the connection's RefreshBefore.
+func (b *Broker) ensureFresh(ctx context.Context, conn *Connection, seat *Seat) (*Grant, error) {
+	creds, err := b.openCredentials(seat)
+	if err != nil {
+		return nil, err
+	}
+	now := b.clock.Now()
+	if seat.TokenExpireAt.Sub(now) > conn.RefreshBefore {
+		return b.grant(conn, seat, creds, false), nil
+	}
+	if !seat.HasRefreshToken {
+		return b.replaceSession(ctx, conn, seat, creds)
+	}
+
+	bg := context.WithoutCancel(ctx)
+	refreshCtx, cancel := context.WithTimeout(bg, b.signInTimeout)
+	tok, err := conn.ERP.Refresh(refreshCtx, creds.RefreshToken)
+	cancel()
+	if errors.Is(err, acumatica.ErrInvalidGrant) {
+		b.logger.WarnContext(ctx, "refresh token rejected; replacing the session", "connection", conn.Name,
+			"session_id", seat.SessionID, "err", err)
+		return b.replaceSession(ctx, conn, seat, creds)
+	}
+	if err != nil {
+		if seat.TokenExpireAt.After(now) {
+			// The current token still works; refresh at the next renew.
+			b.logger.WarnContext(ctx, "refresh failed; handing out the current token", "connection", conn.Name,
+				"session_id", seat.SessionID, "err", err)
+			return b.grant(conn, seat, creds, false), nil
+		}
+		b.releaseAbandoned(bg, seat.LeaseID)
+		return nil, erpError(conn, "refresh", err)
+	}
+
+	leaseID := seat.LeaseID
+	fresh := credentialsFromToken(tok, creds.RefreshToken)
+	fresh.Cookies = creds.Cookies
+	sealed, keyID, err := b.sealCredentials(seat.SessionID, fresh)
+	if err != nil {
+		return nil, err
+	}
+	// The rotated refresh token is committed before the new access token
+	// leaves the broker: the old refresh token no longer works.
+	seat, err = b.store.UpdateCredentials(bg, UpdateCredentialsParams{
+		LeaseID:          seat.LeaseID,
+		Credentials:      sealed,
+		CredentialsKeyID: keyID,
+		HasRefreshToken:  fresh.RefreshToken != "",
+		TokenExpireAt:    tok.Expiry,
+		Now:              b.clock.Now(),
+	})
+	if err != nil {
+		return nil, b.leaseStoreError(bg, leaseID, err)
+	}
+	b.logger.InfoContext(ctx, "refreshed access token", "connection", conn.Name, "session_id", seat.SessionID)
+	return b.grant(conn, seat, fresh, true), nil
+}
+
+// replaceSession gives a leased seat a new session when its own cannot be
+// refreshed. A session whose token still works may still be open at
+// Acumatica, so it is signed out first; the seat is reused only once
+// Acumatica confirms, so the open sessions never outnumber the seats.
+func (b *Broker) replaceSession(ctx context.Context, conn *Connection, seat *Seat, creds SessionCredentials) (*Grant, error) {
+	bg := context.WithoutCancel(ctx)
+	now := b.clock.Now()
+	if seat.TokenExpireAt.After(now) {
+		signCtx, cancel := context.WithTimeout(bg, b.signInTimeout)
+		err := conn.ERP.SignOut(signCtx, acumatica.SessionCredentials{AccessToken: creds.AccessToken, Cookies: creds.Cookies})
+		cancel()
+		if err != nil {
+			_, serr := b.store.BeginSignOut(bg, EndLeaseParams{
+				LeaseID:       seat.LeaseID,
+				State:         LeaseFailed,
+				SignOutReason: "session expiring",
+				ReclaimAt:     b.reclaimAt(conn, seat, now),
+				Now:           now,
+			})
+			if serr != nil {
+				b.logger.ErrorContext(ctx, "recording a pending sign-out failed", "session_id", seat.SessionID, "err", serr)
+			}
+			return nil, erpError(conn, "sign-out of an expiring session", err)
+		}
+	}
+	leaseID := seat.LeaseID
+	remaining := max(seat.LeaseExpireAt.Sub(now), time.Second)
+	seat, err := b.store.BeginSignIn(bg, leaseID, now.Add(b.sessionEndsAfter(conn)), now)
+	if err != nil {
+		return nil, b.leaseStoreError(bg, leaseID, err)
+	}
+	return b.signIn(ctx, conn, seat, remaining)
+}
+
+// signOutSeat signs out the session of a signing_out seat and frees the
+// seat when Acumatica confirms. Otherwise it schedules a retry and returns
+// false.
+func (b *Broker) signOutSeat(ctx context.Context, conn *Connection, seat *Seat) bool {
+	bg := context.WithoutCancel(ctx)
+	creds, err := b.openCredentials(seat)
+	if err != nil {
+		b.logger.ErrorContext(ctx, "cannot read credentials to sign out; the seat is freed at its reclaim time",
+			"connection", conn.Name, "session_id", seat.SessionID, "err", err)
+		return false
+	}
+	signCtx, cancel := context.WithTimeout(bg, b.signInTimeout)
+	err = conn.ERP.SignOut(signCtx, acumatica.SessionCredentials{AccessToken: creds.AccessToken, Cookies: creds.Cookies})
+	cancel()
+	now := b.clock.Now()
+	if err != nil {
+		next := now.Add(signOutBackoff(seat.SignOutAttempts))
+		if rerr := b.store.RetrySignOutAt(bg, seat.Connection, seat.Slot, seat.SessionID, next); rerr != nil {
+			b.logger.ErrorContext(ctx, "scheduling a sign-out retry failed", "session_id", seat.SessionID, "err", rerr)
+		}
+		b.logger.WarnContext(ctx, "sign-out failed; will retry", "connection", conn.Name, "session_id", seat.SessionID,
+			"attempt", seat.SignOutAttempts+1, "retry_at", next, "err", err)
+		return false
+	}
+	if err := b.store.FinishSignOut(bg, seat.Connection, seat.Slot, seat.SessionID, now); err != nil {
+		b.logger.ErrorContext(ctx, "recording a sign-out failed; it is retried", "session_id", seat.SessionID, "err", err)
+		return false
+	}
+	b.logger.InfoContext(ctx, "signed out", "connection", conn.Name, "session_id", seat.SessionID)
+	return true
+}
+
+// signOutBackoff is the delay before sign-out attempt n+1: 1s doubling up
+// to one minute.
+func signOutBackoff(attempts int) time.Duration {
+	d := time.Second << min(attempts, 6)
+	return min(d, time.Minute)
+}

@@ -1,0 +1,235 @@
+package broker
+
+import (
+	"context"
+	"time"
+)
+
+// SeatState is the state of one seat of a connection's budget.
+type SeatState string
+
+// Seat states; the package documentation draws how they follow each other.
+const (
+	SeatEmpty      SeatState = "empty"
+	SeatSigningIn  SeatState = "signing_in"
+	SeatIdle       SeatState = "idle"
+	SeatLeased     SeatState = "leased"
+	SeatSigningOut SeatState = "signing_out"
+)
+
+// LeaseState is the state of a lease record.
+type LeaseState string
+
+// Lease states. Every state but LeaseActive is final.
+const (
+	LeaseActive    LeaseState = "active"
+	LeaseReleased  LeaseState = "released"
+	LeaseRetired   LeaseState = "retired"
+	LeaseSignedOut LeaseState = "signed_out"
+	LeaseExpired   LeaseState = "expired"
+	LeaseRevoked   LeaseState = "revoked"
+	LeaseFailed    LeaseState = "failed"
+)
+
+// Seat is a snapshot of one seat row.
+type Seat struct {
+	Connection       string
+	Slot             int
+	State            SeatState
+	SessionID        string
+	SessionOpenedAt  time.Time
+	LastUsedAt       time.Time
+	TokenExpireAt    time.Time
+	Credentials      []byte // sealed SessionCredentials; nil when the seat has no session
+	CredentialsKeyID string
+	HasRefreshToken  bool
+	LeaseID          string
+	LeaseExpireAt    time.Time
+	ReclaimAt        time.Time
+	SignOutAttempts  int
+}
+
+// LeaseRecord is a lease as the store remembers it, also after it ends.
+type LeaseRecord struct {
+	LeaseID    string
+	Connection string
+	Slot       int
+	SessionID  string
+	Holder     string
+	RequestID  string
+	State      LeaseState
+	CreatedAt  time.Time
+	EndedAt    time.Time
+}
+
+// ConnectionBudget is a connection's name and seat budget.
+type ConnectionBudget struct {
+	Name        string
+	MaxSessions int
+}
+
+// ClaimSeatParams are the inputs of Store.ClaimSeat.
+type ClaimSeatParams struct {
+	Connection string
+	LeaseID    string
+	Holder     string
+	RequestID  string
+	LeaseTTL   time.Duration
+	// SignInReclaimAt is when a seat claimed for a sign-in may be freed if
+	// the sign-in's outcome is never recorded.
+	SignInReclaimAt time.Time
+	Now             time.Time
+}
+
+// EnqueueParams are the inputs of Store.Enqueue.
+type EnqueueParams struct {
+	Connection string
+	LeaseID    string
+	Holder     string
+	RequestID  string
+	LeaseTTL   time.Duration
+	ExpireAt   time.Time
+	Now        time.Time
+}
+
+// CompleteSignInParams are the inputs of Store.CompleteSignIn.
+type CompleteSignInParams struct {
+	LeaseID          string
+	SessionID        string
+	Credentials      []byte
+	CredentialsKeyID string
+	HasRefreshToken  bool
+	TokenExpireAt    time.Time
+	LeaseTTL         time.Duration
+	Now              time.Time
+}
+
+// UpdateCredentialsParams are the inputs of Store.UpdateCredentials.
+type UpdateCredentialsParams struct {
+	LeaseID          string
+	Credentials      []byte
+	CredentialsKeyID string
+	HasRefreshToken  bool
+	TokenExpireAt    time.Time
+	Now              time.Time
+}
+
+// EndLeaseParams are the inputs of Store.ReleaseLease and Store.BeginSignOut.
+type EndLeaseParams struct {
+	LeaseID string
+	// State is the lease's final state: LeaseReleased for a release to the
+	// pool; LeaseRetired or LeaseSignedOut for a sign-out.
+	State LeaseState
+	// SignOutReason is recorded on the seat by BeginSignOut.
+	SignOutReason string
+	// ReclaimAt is when a session being signed out has certainly ended at
+	// Acumatica even if the sign-out is never confirmed.
+	ReclaimAt time.Time
+	Now       time.Time
+}
+
+// Store persists seats, leases and waiters. Every method is atomic. Methods
+// that free a seat hand it to the oldest waiter of its connection in the same
+// transaction and notify listeners.
+//
+// Errors: ErrNotFound and ErrLeaseLost as documented per method;
+// ErrStoreUnavailable (wrapped) when the database cannot be reached; other
+// errors are unexpected.
+type Store interface {
+	// SyncConnections creates or resizes each connection's seats to its
+	// budget. Seats above a smaller budget are marked retired: they take no
+	// new session and are deleted once empty.
+	SyncConnections(ctx context.Context, budgets []ConnectionBudget) error
+
+	// ClaimSeat leases an idle seat, else claims an empty one for a sign-in
+	// (state signing_in), and records the lease. It returns ErrNotFound
+	// when no seat is free or when callers already wait for this
+	// connection, so that nobody overtakes the queue.
+	ClaimSeat(ctx context.Context, params ClaimSeatParams) (*Seat, error)
+
+	// Enqueue adds a waiter. A seat granted to it carries its LeaseID.
+	Enqueue(ctx context.Context, params EnqueueParams) error
+
+	// Dequeue removes a waiter that gives up. It returns false when the
+	// waiter is gone because a seat was granted to it meanwhile.
+	Dequeue(ctx context.Context, leaseID string) (bool, error)
+
+	// Dispatch grants free seats of a connection to its oldest waiters and
+	// returns how many it granted.
+	Dispatch(ctx context.Context, connection string, now time.Time) (int, error)
+
+	// SeatByLease returns the seat a lease holds, or ErrNotFound.
+	SeatByLease(ctx context.Context, leaseID string) (*Seat, error)
+
+	// LeaseByID returns a lease record, or ErrNotFound.
+	LeaseByID(ctx context.Context, leaseID string) (*LeaseRecord, error)
+
+	// LeaseByRequestID returns the lease that an acquire with this
+	// request_id created, or ErrNotFound.
+	LeaseByRequestID(ctx context.Context, connection, holder, requestID string) (*LeaseRecord, error)
+
+	// BeginSignIn sets reclaim_at on a signing_in seat held by the lease
+	// and clears its old session, before a sign-in request is sent. It
+	// also moves a leased seat back to signing_in, to replace its session.
+	// ErrLeaseLost when the lease no longer holds the seat.
+	BeginSignIn(ctx context.Context, leaseID string, reclaimAt, now time.Time) (*Seat, error)
+
+	// CompleteSignIn records a new session on the lease's signing_in seat
+	// and makes it leased. ErrLeaseLost when the seat was reclaimed.
+	CompleteSignIn(ctx context.Context, params CompleteSignInParams) (*Seat, error)
+
+	// FailSignIn ends the lease as failed. With outcomeUnknown false the
+	// seat becomes empty; with true it stays signing_in, counted, until
+	// its reclaim_at.
+	FailSignIn(ctx context.Context, leaseID string, outcomeUnknown bool, now time.Time) error
+
+	// UpdateCredentials stores refreshed credentials of a leased session.
+	// ErrLeaseLost when the lease no longer holds the seat.
+	UpdateCredentials(ctx context.Context, params UpdateCredentialsParams) (*Seat, error)
+
+	// RenewLease sets a live lease's expiry to now+ttl. ErrLeaseLost when
+	// the lease does not hold a seat or has expired.
+	RenewLease(ctx context.Context, leaseID string, ttl time.Duration, now time.Time) (*Seat, error)
+
+	// ReleaseLease ends a live lease and puts its seat back to idle (or
+	// hands it to a waiter). ErrLeaseLost as for RenewLease.
+	ReleaseLease(ctx context.Context, params EndLeaseParams) (*Seat, error)
+
+	// BeginSignOut ends a live lease and moves its seat to signing_out,
+	// due now. It returns the seat with its credentials. ErrLeaseLost as
+	// for RenewLease.
+	BeginSignOut(ctx context.Context, params EndLeaseParams) (*Seat, error)
+
+	// FinishSignOut empties a signing_out seat whose session is sessionID.
+	FinishSignOut(ctx context.Context, connection string, slot int, sessionID string, now time.Time) error
+
+	// RetrySignOutAt schedules the next attempt of a pending sign-out.
+	RetrySignOutAt(ctx context.Context, connection string, slot int, sessionID string, next time.Time) error
+
+	// ClaimDueSignOuts returns up to limit signing_out seats whose next
+	// attempt is due and pushes their next attempt to now+lockFor, so that
+	// other replicas leave them alone meanwhile.
+	ClaimDueSignOuts(ctx context.Context, now time.Time, lockFor time.Duration, limit int) ([]Seat, error)
+
+	// ReclaimExpired ends leases past their expiry (their seats go back to
+	// idle), frees seats past their reclaim_at and idle seats of sessions
+	// without a refresh token past their token expiry, and drops waiters
+	// past their expiry. It returns how many rows it changed.
+	ReclaimExpired(ctx context.Context, now time.Time) (int, error)
+
+	// SignOutIdle moves idle seats of a connection unused since before
+	// idleSince to signing_out, with reclaim_at at their last use plus
+	// idleTimeout.
+	SignOutIdle(ctx context.Context, connection string, idleSince time.Time, idleTimeout time.Duration, now time.Time) (int, error)
+
+	// DispatchAll runs Dispatch for every connection with waiters.
+	DispatchAll(ctx context.Context, now time.Time) (int, error)
+
+	// PruneLeases deletes lease records that ended before before.
+	PruneLeases(ctx context.Context, before time.Time) (int, error)
+
+	// Listen calls onNotify with a connection name whenever a seat of that
+	// connection is freed or granted, on any replica, until ctx ends or the
+	// notification connection fails.
+	Listen(ctx context.Context, ready func(), onNotify func(connection string)) error
+}

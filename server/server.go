@@ -1,0 +1,115 @@
+// Package server adapts the broker to gRPC: it registers SessionService, the
+// standard health service and server reflection, and chains the interceptors
+// that log calls, turn panics into INTERNAL and validate requests.
+//
+// Each handler converts the request, calls the broker and converts the
+// result; statusError is the one place where broker errors become gRPC
+// status codes with their details.
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"runtime/debug"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	acubrokerv1 "github.com/acubroker/acubroker/gen/acubroker/v1"
+	"github.com/acubroker/acubroker/broker"
+)
+
+// Config configures a Server.
+type Config struct {
+	Broker *broker.Broker
+	Logger *slog.Logger // default: discard
+	// DisableReflection turns off gRPC server reflection, which is on by
+	// default so that grpcurl can list and describe the services.
+	DisableReflection bool
+	// ServerOptions are appended to the server's own options.
+	ServerOptions []grpc.ServerOption
+}
+
+// Server is the broker's gRPC server.
+type Server struct {
+	grpc   *grpc.Server
+	health *health.Server
+	logger *slog.Logger
+}
+
+// New builds the gRPC server and registers its services.
+func New(cfg Config) *Server {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxMessageSize),
+		grpc.ChainUnaryInterceptor(
+			logging.UnaryServerInterceptor(interceptorLogger(logger), logging.WithLogOnEvents(logging.FinishCall)),
+			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(panicHandler(logger))),
+			validateUnary,
+		),
+		grpc.ChainStreamInterceptor(
+			logging.StreamServerInterceptor(interceptorLogger(logger), logging.WithLogOnEvents(logging.FinishCall)),
+			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(panicHandler(logger))),
+		),
+	}
+	opts = append(opts, cfg.ServerOptions...)
+	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), logger: logger}
+
+	acubrokerv1.RegisterSessionServiceServer(s.grpc, &sessionService{broker: cfg.Broker, logger: logger})
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	if !cfg.DisableReflection {
+		reflection.Register(s.grpc)
+	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(acubrokerv1.SessionService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	return s
+}
+
+// GRPC returns the underlying gRPC server, to register more services.
+func (s *Server) GRPC() *grpc.Server { return s.grpc }
+
+// Health returns the health service, to report NOT_SERVING.
+func (s *Server) Health() *health.Server { return s.health }
+
+// Serve accepts calls on lis until Stop or GracefulStop.
+func (s *Server) Serve(lis net.Listener) error { return s.grpc.Serve(lis) }
+
+// GracefulStop reports NOT_SERVING, stops accepting calls and waits for
+// in-flight calls to finish.
+func (s *Server) GracefulStop() {
+	s.health.Shutdown()
+	s.grpc.GracefulStop()
+}
+
+// Stop reports NOT_SERVING and closes every connection at once.
+func (s *Server) Stop() {
+	s.health.Shutdown()
+	s.grpc.Stop()
+}
+
+// interceptorLogger adapts slog to the logging interceptor. Payloads are
+// never logged: responses carry access tokens.
+func interceptorLogger(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, level logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(level), msg, fields...)
+	})
+}
+
+// panicHandler logs a panic with its stack and returns a generic INTERNAL,
+// so that no stack trace reaches a caller.
+func panicHandler(logger *slog.Logger) recovery.RecoveryHandlerFuncContext {
+	return func(ctx context.Context, p any) error {
+		logger.ErrorContext(ctx, "panic in a call handler", "panic", p, "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error; the broker logged the details")
+	}
+}

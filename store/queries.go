@@ -1,0 +1,249 @@
+package store
+
+// SQL of the store, one constant per statement. Seats are always aliased s.
+// Timestamps come from the broker's clock (@now), never from now(), so that
+// expiry follows one clock.
+
+// notifyChannel is the LISTEN/NOTIFY channel; the payload is a connection
+// name whose seat was freed or granted.
+const notifyChannel = "acubroker_seats"
+
+const seatColumns = `s.connection, s.slot, s.state, coalesce(s.session_id::text, ''), s.session_opened_at,
+	s.last_used_at, s.token_expire_at, s.credentials, s.credentials_key_id, s.has_refresh_token,
+	coalesce(s.lease_id::text, ''), s.lease_expire_at, s.reclaim_at, s.signout_attempts`
+
+// emptySeat is the SET list that returns a seat to empty.
+const emptySeat = `state = 'empty', session_id = NULL, session_opened_at = NULL, token_expire_at = NULL,
+	credentials = NULL, credentials_key_id = '', has_refresh_token = false,
+	lease_id = NULL, lease_expire_at = NULL, reclaim_at = NULL,
+	signout_attempts = 0, signout_next_at = NULL, signout_reason = '', updated_at = @now`
+
+// leaseSeat joins the seat a lease holds: seats carry no index on lease_id,
+// so the lease's own row leads to the seat's primary key.
+const leaseSeat = `FROM leases l
+	WHERE l.lease_id = @lease_id AND s.connection = l.connection AND s.slot = l.slot AND s.lease_id = @lease_id`
+
+const upsertConnection = `
+INSERT INTO connections (name, max_sessions) VALUES (@name, @max_sessions)
+ON CONFLICT (name) DO UPDATE SET max_sessions = EXCLUDED.max_sessions, updated_at = now()
+WHERE connections.max_sessions <> EXCLUDED.max_sessions`
+
+const createSeats = `
+INSERT INTO seats (connection, slot)
+SELECT @name, g FROM generate_series(0, @max_sessions - 1) g
+ON CONFLICT DO NOTHING`
+
+const retireSeats = `
+UPDATE seats SET retired = (slot >= @max_sessions)
+WHERE connection = @name AND retired <> (slot >= @max_sessions)`
+
+const deleteRetiredSeats = `DELETE FROM seats WHERE retired AND state = 'empty'`
+
+// claimSeat prefers the most recently used idle seat (its session is the
+// warmest), then an empty one, and takes none while callers wait.
+const claimSeat = `
+WITH candidate AS (
+	SELECT connection, slot, state FROM seats
+	WHERE connection = @connection AND state IN ('idle', 'empty') AND NOT retired
+		AND NOT EXISTS (SELECT 1 FROM waiters WHERE connection = @connection)
+	ORDER BY state = 'idle' DESC, last_used_at DESC NULLS LAST, slot
+	LIMIT 1
+	FOR UPDATE SKIP LOCKED
+), claimed AS (
+	UPDATE seats s SET
+		state = CASE WHEN c.state = 'idle' THEN 'leased' ELSE 'signing_in' END,
+		lease_id = @lease_id,
+		lease_expire_at = @now::timestamptz + @lease_ttl::interval,
+		reclaim_at = CASE WHEN c.state = 'idle' THEN NULL ELSE @reclaim_at::timestamptz END,
+		last_used_at = CASE WHEN c.state = 'idle' THEN @now ELSE s.last_used_at END,
+		updated_at = @now
+	FROM candidate c
+	WHERE s.connection = c.connection AND s.slot = c.slot
+	RETURNING s.*
+), recorded AS (
+	INSERT INTO leases (lease_id, connection, slot, session_id, holder, request_id, created_at)
+	SELECT lease_id, connection, slot, session_id, @holder, @request_id, @now FROM claimed
+)
+SELECT ` + seatColumns + ` FROM claimed s`
+
+const enqueue = `
+INSERT INTO waiters (connection, lease_id, holder, request_id, lease_ttl, enqueued_at, expire_at)
+VALUES (@connection, @lease_id, @holder, @request_id, @lease_ttl, @now, @expire_at)`
+
+const dequeue = `DELETE FROM waiters WHERE lease_id = @lease_id`
+
+// dispatchOne grants one free seat to the oldest waiter of a connection. The
+// waiter's row goes, and the seat takes its lease, in one statement.
+const dispatchOne = `
+WITH waiter AS (
+	SELECT id FROM waiters WHERE connection = @connection
+	ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+), seat AS (
+	SELECT connection, slot, state FROM seats
+	WHERE connection = @connection AND state IN ('idle', 'empty') AND NOT retired
+	ORDER BY state = 'idle' DESC, last_used_at DESC NULLS LAST, slot
+	LIMIT 1 FOR UPDATE SKIP LOCKED
+), granted AS (
+	DELETE FROM waiters w USING waiter, seat WHERE w.id = waiter.id
+	RETURNING w.lease_id, w.holder, w.request_id, w.lease_ttl
+), assigned AS (
+	UPDATE seats s SET
+		state = CASE WHEN seat.state = 'idle' THEN 'leased' ELSE 'signing_in' END,
+		lease_id = g.lease_id,
+		lease_expire_at = @now::timestamptz + g.lease_ttl,
+		reclaim_at = NULL,
+		last_used_at = CASE WHEN seat.state = 'idle' THEN @now ELSE s.last_used_at END,
+		updated_at = @now
+	FROM seat, granted g
+	WHERE s.connection = seat.connection AND s.slot = seat.slot
+	RETURNING s.connection, s.slot, s.lease_id, s.session_id
+), recorded AS (
+	INSERT INTO leases (lease_id, connection, slot, session_id, holder, request_id, created_at)
+	SELECT a.lease_id, a.connection, a.slot, a.session_id, g.holder, g.request_id, @now
+	FROM assigned a JOIN granted g ON g.lease_id = a.lease_id
+)
+SELECT pg_notify('` + notifyChannel + `', connection) FROM assigned`
+
+const waitingConnections = `SELECT DISTINCT connection FROM waiters`
+
+const seatByLease = `SELECT ` + seatColumns + ` FROM seats s, leases l
+	WHERE l.lease_id = @lease_id AND s.connection = l.connection AND s.slot = l.slot AND s.lease_id = @lease_id`
+
+const leaseColumns = `lease_id::text, connection, slot, coalesce(session_id::text, ''), holder, request_id, state,
+	created_at, ended_at`
+
+const leaseByID = `SELECT ` + leaseColumns + ` FROM leases WHERE lease_id = @lease_id`
+
+const leaseByRequestID = `SELECT ` + leaseColumns + ` FROM leases
+	WHERE connection = @connection AND holder = @holder AND request_id = @request_id`
+
+const beginSignIn = `
+UPDATE seats s SET state = 'signing_in', reclaim_at = @reclaim_at,
+	session_id = NULL, session_opened_at = NULL, token_expire_at = NULL,
+	credentials = NULL, credentials_key_id = '', has_refresh_token = false, updated_at = @now
+` + leaseSeat + ` AND s.state IN ('signing_in', 'leased')
+RETURNING ` + seatColumns
+
+const completeSignIn = `
+WITH opened AS (
+	UPDATE seats s SET state = 'leased', session_id = @session_id, session_opened_at = @now,
+		last_used_at = @now, token_expire_at = @token_expire_at, credentials = @credentials,
+		credentials_key_id = @credentials_key_id, has_refresh_token = @has_refresh_token,
+		lease_expire_at = @now::timestamptz + @lease_ttl::interval, reclaim_at = NULL, updated_at = @now
+	` + leaseSeat + ` AND s.state = 'signing_in'
+	RETURNING s.*
+), recorded AS (
+	UPDATE leases SET session_id = @session_id
+	WHERE lease_id = @lease_id AND EXISTS (SELECT 1 FROM opened)
+)
+SELECT ` + seatColumns + ` FROM opened s`
+
+// failSignIn empties the seat of a sign-in that certainly opened no session.
+const failSignIn = `
+UPDATE seats s SET ` + emptySeat + `
+` + leaseSeat + ` AND s.state = 'signing_in'
+RETURNING s.connection`
+
+// abandonSignIn keeps the seat of a sign-in with an unknown outcome counted
+// until its reclaim_at, detached from the lease.
+const abandonSignIn = `
+UPDATE seats s SET lease_id = NULL, lease_expire_at = NULL, updated_at = @now
+` + leaseSeat + ` AND s.state = 'signing_in'`
+
+const endLease = `UPDATE leases SET state = @state, ended_at = @now WHERE lease_id = @lease_id AND state = 'active'`
+
+const updateCredentials = `
+UPDATE seats s SET credentials = @credentials, credentials_key_id = @credentials_key_id,
+	has_refresh_token = @has_refresh_token, token_expire_at = @token_expire_at, updated_at = @now
+` + leaseSeat + ` AND s.state = 'leased'
+RETURNING ` + seatColumns
+
+const renewLease = `
+UPDATE seats s SET lease_expire_at = @now::timestamptz + @lease_ttl::interval, last_used_at = @now, updated_at = @now
+` + leaseSeat + ` AND s.state = 'leased' AND s.lease_expire_at > @now
+RETURNING ` + seatColumns
+
+const releaseLease = `
+UPDATE seats s SET state = 'idle', lease_id = NULL, lease_expire_at = NULL, last_used_at = @now, updated_at = @now
+` + leaseSeat + ` AND s.state = 'leased' AND s.lease_expire_at > @now
+RETURNING ` + seatColumns
+
+const beginSignOut = `
+UPDATE seats s SET state = 'signing_out', lease_id = NULL, lease_expire_at = NULL, last_used_at = @now,
+	reclaim_at = @reclaim_at, signout_attempts = 0, signout_next_at = @next_attempt_at,
+	signout_reason = @reason, updated_at = @now
+` + leaseSeat + ` AND s.state = 'leased' AND s.lease_expire_at > @now
+RETURNING ` + seatColumns
+
+const finishSignOut = `
+UPDATE seats s SET ` + emptySeat + `
+WHERE connection = @connection AND slot = @slot AND state = 'signing_out' AND session_id = @session_id`
+
+const retrySignOut = `
+UPDATE seats SET signout_attempts = signout_attempts + 1, signout_next_at = @next_attempt_at
+WHERE connection = @connection AND slot = @slot AND state = 'signing_out' AND session_id = @session_id`
+
+const claimDueSignOuts = `
+WITH due AS (
+	SELECT connection, slot FROM seats
+	WHERE state = 'signing_out' AND signout_next_at <= @now
+	ORDER BY signout_next_at LIMIT @limit
+	FOR UPDATE SKIP LOCKED
+)
+UPDATE seats s SET signout_next_at = @now::timestamptz + @lock_for::interval
+FROM due WHERE s.connection = due.connection AND s.slot = due.slot
+RETURNING ` + seatColumns
+
+// expireLeases returns the seats of leases past their expiry to idle; their
+// holders may have used the sessions until now.
+const expireLeases = `
+WITH due AS (
+	SELECT connection, slot, lease_id FROM seats
+	WHERE state = 'leased' AND lease_expire_at <= @now
+	FOR UPDATE SKIP LOCKED
+), freed AS (
+	UPDATE seats s SET state = 'idle', lease_id = NULL, lease_expire_at = NULL, last_used_at = @now, updated_at = @now
+	FROM due WHERE s.connection = due.connection AND s.slot = due.slot
+	RETURNING s.connection
+), ended AS (
+	UPDATE leases l SET state = 'expired', ended_at = @now
+	FROM due WHERE l.lease_id = due.lease_id AND l.state = 'active'
+)
+SELECT pg_notify('` + notifyChannel + `', connection) FROM (SELECT DISTINCT connection FROM freed) f`
+
+// reclaimSeats empties seats whose sessions have certainly ended at
+// Acumatica: sign-ins never recorded and sign-outs never confirmed past
+// their reclaim_at, grants to waiters that never began their sign-in, and
+// idle sessions without a refresh token past their token's expiry.
+const reclaimSeats = `
+WITH due AS (
+	SELECT connection, slot, lease_id FROM seats
+	WHERE (state IN ('signing_in', 'signing_out') AND reclaim_at <= @now)
+		OR (state = 'signing_in' AND reclaim_at IS NULL AND lease_expire_at <= @now)
+		OR (state = 'idle' AND NOT has_refresh_token AND token_expire_at <= @now)
+	FOR UPDATE SKIP LOCKED
+), freed AS (
+	UPDATE seats s SET ` + emptySeat + `
+	FROM due WHERE s.connection = due.connection AND s.slot = due.slot
+	RETURNING s.connection
+), ended AS (
+	UPDATE leases l SET state = 'failed', ended_at = @now
+	FROM due WHERE l.lease_id = due.lease_id AND l.state = 'active'
+)
+SELECT pg_notify('` + notifyChannel + `', connection) FROM (SELECT DISTINCT connection FROM freed) f`
+
+const expireWaiters = `DELETE FROM waiters WHERE expire_at <= @now`
+
+const signOutIdle = `
+WITH due AS (
+	SELECT connection, slot FROM seats
+	WHERE connection = @connection AND state = 'idle' AND last_used_at < @idle_since
+	FOR UPDATE SKIP LOCKED
+)
+UPDATE seats s SET state = 'signing_out', reclaim_at = s.last_used_at + @idle_timeout::interval,
+	signout_attempts = 0, signout_next_at = @now, signout_reason = 'idle', updated_at = @now
+FROM due WHERE s.connection = due.connection AND s.slot = due.slot`
+
+const pruneLeases = `DELETE FROM leases WHERE ended_at < @before`
+
+const notifyConnection = `SELECT pg_notify('` + notifyChannel + `', @connection)`
