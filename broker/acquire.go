@@ -60,6 +60,13 @@ type Grant struct {
 // sign-in or refresh (ErrLoginLimit, ErrCredentials, ErrThrottled,
 // ErrERPUnavailable, ErrERPUnexpected), ErrStoreUnavailable, and ctx's error.
 func (b *Broker) Acquire(ctx context.Context, p AcquireParams) (*Grant, error) {
+	var waited time.Duration
+	grant, err := b.acquire(ctx, p, &waited)
+	b.observer.Acquired(p.Connection, waited, err)
+	return grant, err
+}
+
+func (b *Broker) acquire(ctx context.Context, p AcquireParams, waited *time.Duration) (*Grant, error) {
 	conn, err := b.connection(p.Connection)
 	if err != nil {
 		return nil, err
@@ -80,20 +87,37 @@ func (b *Broker) Acquire(ctx context.Context, p AcquireParams) (*Grant, error) {
 
 	now := b.clock.Now()
 	leaseID := uuid.NewString()
-	seat, err := b.store.ClaimSeat(ctx, ClaimSeatParams{
+	quota := 0
+	if b.quota != nil {
+		quota = b.quota(p.Holder, conn.Name)
+	}
+	b.wake.register(conn.Name)
+	defer b.wake.unregister(conn.Name)
+	seat, _, err := b.store.AcquireSeat(ctx, AcquireSeatParams{
 		Connection:      conn.Name,
 		LeaseID:         leaseID,
 		Holder:          p.Holder,
 		RequestID:       p.RequestID,
 		LeaseTTL:        ttl,
 		SignInReclaimAt: now.Add(b.sessionEndsAfter(conn)),
+		Quota:           quota,
+		NoWait:          conn.MaxWait <= 0,
+		MaxQueue:        conn.MaxQueue,
+		WaitExpireAt:    now.Add(waitBound(ctx, conn.MaxWait)),
 		Now:             now,
 	})
-	if errors.Is(err, ErrNotFound) {
-		seat, err = b.wait(ctx, conn, leaseID, p, ttl)
-	}
-	if err != nil {
-		return nil, err
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, b.noSeat(conn)
+	case err != nil:
+		return nil, withConnection(err, conn.Name)
+	case seat == nil:
+		start := time.Now()
+		seat, err = b.wait(ctx, conn, leaseID)
+		*waited = time.Since(start)
+		if err != nil {
+			return nil, err
+		}
 	}
 	return b.prepare(ctx, conn, seat, ttl)
 }
@@ -161,33 +185,28 @@ func (b *Broker) sessionEndsAfter(conn *Connection) time.Duration {
 	return conn.IdleTimeout
 }
 
-// wait queues the caller and returns the seat granted to it.
-func (b *Broker) wait(ctx context.Context, conn *Connection, leaseID string, p AcquireParams, ttl time.Duration) (*Seat, error) {
-	if conn.MaxWait <= 0 {
-		return nil, b.noSeat(conn)
+// waitBound is how long an acquire may wait: the connection's maximum wait,
+// or less when ctx ends sooner.
+func waitBound(ctx context.Context, maxWait time.Duration) time.Duration {
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < maxWait {
+		return max(time.Until(d), 0)
 	}
+	return maxWait
+}
+
+// withConnection adds the connection's name to a cap error's metadata.
+func withConnection(err error, connection string) error {
+	var be *Error
+	if errors.As(err, &be) && be.Metadata != nil {
+		be.Metadata["connection"] = connection
+	}
+	return err
+}
+
+// wait waits for a seat to be granted to the queued lease leaseID.
+func (b *Broker) wait(ctx context.Context, conn *Connection, leaseID string) (*Seat, error) {
 	waitCtx, cancel := context.WithTimeout(ctx, conn.MaxWait)
 	defer cancel()
-	now := b.clock.Now()
-	expireAt := now.Add(conn.MaxWait)
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < conn.MaxWait {
-		expireAt = now.Add(time.Until(d))
-	}
-
-	b.wake.register(conn.Name)
-	defer b.wake.unregister(conn.Name)
-	err := b.store.Enqueue(ctx, EnqueueParams{
-		Connection: conn.Name,
-		LeaseID:    leaseID,
-		Holder:     p.Holder,
-		RequestID:  p.RequestID,
-		LeaseTTL:   ttl,
-		ExpireAt:   expireAt,
-		Now:        now,
-	})
-	if err != nil {
-		return nil, err
-	}
 
 	poll := time.NewTicker(b.pollInterval)
 	defer poll.Stop()

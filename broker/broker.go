@@ -35,6 +35,9 @@ type Connection struct {
 	// IdleSignOutAfter signs out sessions idle in the pool this long; zero
 	// keeps them until Acumatica's idle timeout ends them.
 	IdleSignOutAfter time.Duration
+	// MaxQueue caps how many acquires may wait for a seat; further ones
+	// fail at once with ReasonQueueFull. Zero means no cap.
+	MaxQueue int
 	// OfflineAccess is true when the scopes include offline_access, so that
 	// sessions have refresh tokens and outlive one access token.
 	OfflineAccess bool
@@ -48,6 +51,7 @@ type Config struct {
 	Clock       Clock        // default: the system clock
 	Logger      *slog.Logger // default: discard
 	Sealer      Sealer       // default: PlainSealer
+	Observer    Observer     // default: NopObserver
 	// PollInterval is how often a waiter checks the queue without a
 	// notification, as a safety net. Default 1s.
 	PollInterval time.Duration
@@ -56,6 +60,9 @@ type Config struct {
 	MaintenanceInterval time.Duration
 	// SignInTimeout bounds one sign-in or refresh request. Default 30s.
 	SignInTimeout time.Duration
+	// Quota returns how many leases (active or queued) a holder may have
+	// on a connection at once; zero means no cap. Nil caps nobody.
+	Quota func(holder, connection string) int
 }
 
 // Broker hands out leases of Acumatica sessions. Its methods are safe for
@@ -66,9 +73,11 @@ type Broker struct {
 	clock         Clock
 	logger        *slog.Logger
 	sealer        Sealer
+	observer      Observer
 	pollInterval  time.Duration
 	maintInterval time.Duration
 	signInTimeout time.Duration
+	quota         func(holder, connection string) int
 	wake          *wakeHub
 
 	stopOnce sync.Once
@@ -87,9 +96,11 @@ func New(cfg Config) (*Broker, error) {
 		clock:         cfg.Clock,
 		logger:        cfg.Logger,
 		sealer:        cfg.Sealer,
+		observer:      cfg.Observer,
 		pollInterval:  orDefault(cfg.PollInterval, time.Second),
 		maintInterval: orDefault(cfg.MaintenanceInterval, time.Second),
 		signInTimeout: orDefault(cfg.SignInTimeout, 30*time.Second),
+		quota:         cfg.Quota,
 		wake:          newWakeHub(),
 	}
 	if b.clock == nil {
@@ -100,6 +111,9 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if b.sealer == nil {
 		b.sealer = PlainSealer{}
+	}
+	if b.observer == nil {
+		b.observer = NopObserver{}
 	}
 	for i := range cfg.Connections {
 		c := cfg.Connections[i]

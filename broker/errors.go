@@ -21,6 +21,9 @@ const (
 	ReasonLeaseRevoked       Reason = "LEASE_REVOKED"
 	ReasonRequestIDReused    Reason = "REQUEST_ID_REUSED"
 	ReasonAcquireInProgress  Reason = "ACQUIRE_IN_PROGRESS"
+	ReasonLeaseNotOwned      Reason = "LEASE_NOT_OWNED"
+	ReasonCallerQuota        Reason = "CALLER_QUOTA"
+	ReasonQueueFull          Reason = "QUEUE_FULL"
 	ReasonNoSeatAvailable    Reason = "NO_SEAT_AVAILABLE"
 	ReasonLoginLimit         Reason = "ERP_LOGIN_LIMIT"
 	ReasonCredentials        Reason = "ERP_CREDENTIALS_REJECTED"
@@ -69,6 +72,9 @@ var (
 	ErrLeaseSignedOut     = &Error{Reason: ReasonLeaseSignedOut, Message: "lease signed out"}
 	ErrLeaseRevoked       = &Error{Reason: ReasonLeaseRevoked, Message: "lease revoked"}
 	ErrRequestIDReused    = &Error{Reason: ReasonRequestIDReused, Message: "request_id reused"}
+	ErrLeaseNotOwned      = &Error{Reason: ReasonLeaseNotOwned, Message: "lease belongs to another caller"}
+	ErrCallerQuota        = &Error{Reason: ReasonCallerQuota, Message: "caller quota reached"}
+	ErrQueueFull          = &Error{Reason: ReasonQueueFull, Message: "queue full"}
 	ErrNoSeatAvailable    = &Error{Reason: ReasonNoSeatAvailable, Message: "no seat available"}
 	ErrLoginLimit         = &Error{Reason: ReasonLoginLimit, Message: "Acumatica login limit reached"}
 	ErrCredentials        = &Error{Reason: ReasonCredentials, Message: "Acumatica rejected the credentials"}

@@ -41,7 +41,7 @@ type SignOutParams struct {
 // ErrLeaseReleased, ErrLeaseSignedOut, ErrLeaseRevoked, the ERP errors of a
 // refresh, ErrStoreUnavailable.
 func (b *Broker) Renew(ctx context.Context, p RenewParams) (*Grant, error) {
-	conn, _, err := b.leaseConnection(ctx, p.LeaseID)
+	conn, _, err := b.leaseConnection(ctx, p.LeaseID, p.Holder)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +62,7 @@ func (b *Broker) Renew(ctx context.Context, p RenewParams) (*Grant, error) {
 //
 // Errors: as for Renew, without the ERP errors.
 func (b *Broker) Release(ctx context.Context, p ReleaseParams) (bool, error) {
-	conn, seat, err := b.leaseConnection(ctx, p.LeaseID)
+	conn, seat, err := b.leaseConnection(ctx, p.LeaseID, p.Holder)
 	if err != nil {
 		return false, err
 	}
@@ -72,8 +72,10 @@ func (b *Broker) Release(ctx context.Context, p ReleaseParams) (bool, error) {
 		if err != nil {
 			return false, b.leaseStoreError(ctx, p.LeaseID, err)
 		}
+		b.observer.LeaseEnded(conn.Name, LeaseReleased, now.Sub(seat.LeaseAcquiredAt))
 		return true, nil
 	}
+	acquiredAt := seat.LeaseAcquiredAt
 	seat, err = b.store.BeginSignOut(ctx, EndLeaseParams{
 		LeaseID:       p.LeaseID,
 		State:         LeaseRetired,
@@ -84,6 +86,7 @@ func (b *Broker) Release(ctx context.Context, p ReleaseParams) (bool, error) {
 	if err != nil {
 		return false, b.leaseStoreError(ctx, p.LeaseID, err)
 	}
+	b.observer.LeaseEnded(conn.Name, LeaseRetired, now.Sub(acquiredAt))
 	b.signOutSeat(ctx, conn, seat)
 	return false, nil
 }
@@ -94,11 +97,12 @@ func (b *Broker) Release(ctx context.Context, p ReleaseParams) (bool, error) {
 //
 // Errors: as for Release.
 func (b *Broker) SignOut(ctx context.Context, p SignOutParams) (bool, error) {
-	conn, seat, err := b.leaseConnection(ctx, p.LeaseID)
+	conn, seat, err := b.leaseConnection(ctx, p.LeaseID, p.Holder)
 	if err != nil {
 		return false, err
 	}
 	now := b.clock.Now()
+	acquiredAt := seat.LeaseAcquiredAt
 	seat, err = b.store.BeginSignOut(ctx, EndLeaseParams{
 		LeaseID:       p.LeaseID,
 		State:         LeaseSignedOut,
@@ -109,11 +113,13 @@ func (b *Broker) SignOut(ctx context.Context, p SignOutParams) (bool, error) {
 	if err != nil {
 		return false, b.leaseStoreError(ctx, p.LeaseID, err)
 	}
+	b.observer.LeaseEnded(conn.Name, LeaseSignedOut, now.Sub(acquiredAt))
 	return b.signOutSeat(ctx, conn, seat), nil
 }
 
-// leaseConnection returns the seat a live lease holds and its connection.
-func (b *Broker) leaseConnection(ctx context.Context, leaseID string) (*Connection, *Seat, error) {
+// leaseConnection returns the seat a live lease of holder holds, and its
+// connection.
+func (b *Broker) leaseConnection(ctx context.Context, leaseID, holder string) (*Connection, *Seat, error) {
 	if leaseID == "" {
 		return nil, nil, invalidArgument("lease_id", "the lease id is empty; pass the lease_id that AcquireSession returned")
 	}
@@ -123,6 +129,10 @@ func (b *Broker) leaseConnection(ctx context.Context, leaseID string) (*Connecti
 	seat, err := b.store.SeatByLease(ctx, leaseID)
 	if err != nil {
 		return nil, nil, b.leaseStoreError(ctx, leaseID, err)
+	}
+	if seat.Holder != holder {
+		return nil, nil, leaseError(ReasonLeaseNotOwned, leaseID,
+			"lease %s belongs to another caller; only the caller that acquired a lease may renew, release or sign it out", leaseID)
 	}
 	conn, ok := b.connections[seat.Connection]
 	if !ok {
@@ -201,7 +211,9 @@ func (b *Broker) signIn(ctx context.Context, conn *Connection, seat *Seat, ttl t
 	}
 
 	signCtx, cancel := context.WithTimeout(bg, b.signInTimeout)
+	start := time.Now()
 	tok, err := conn.ERP.PasswordGrant(signCtx)
+	b.observer.SignedIn(conn.Name, time.Since(start), err)
 	cancel()
 	if err != nil {
 		unknown := outcomeUnknown(err)
@@ -243,10 +255,7 @@ func (b *Broker) signIn(ctx context.Context, conn *Connection, seat *Seat, ttl t
 }
 
 func (b *Broker) signOutUnrecorded(ctx context.Context, conn *Connection, creds SessionCredentials) {
-	signCtx, cancel := context.WithTimeout(ctx, b.signInTimeout)
-	defer cancel()
-	err := conn.ERP.SignOut(signCtx, acumatica.SessionCredentials{AccessToken: creds.AccessToken, Cookies: creds.Cookies})
-	if err != nil {
+	if err := b.erpSignOut(ctx, conn, creds); err != nil {
 		b.logger.ErrorContext(ctx, "signing out an unrecorded session failed; its seat stays counted until reclaimed",
 			"connection", conn.Name, "err", err)
 	}
@@ -277,7 +286,9 @@ func (b *Broker) ensureFresh(ctx context.Context, conn *Connection, seat *Seat) 
 
 	bg := context.WithoutCancel(ctx)
 	refreshCtx, cancel := context.WithTimeout(bg, b.signInTimeout)
+	start := time.Now()
 	tok, err := conn.ERP.Refresh(refreshCtx, creds.RefreshToken)
+	b.observer.Refreshed(conn.Name, time.Since(start), err)
 	cancel()
 	if errors.Is(err, acumatica.ErrInvalidGrant) {
 		b.logger.WarnContext(ctx, "refresh token rejected; replacing the session", "connection", conn.Name,
@@ -327,10 +338,7 @@ func (b *Broker) replaceSession(ctx context.Context, conn *Connection, seat *Sea
 	bg := context.WithoutCancel(ctx)
 	now := b.clock.Now()
 	if seat.TokenExpireAt.After(now) {
-		signCtx, cancel := context.WithTimeout(bg, b.signInTimeout)
-		err := conn.ERP.SignOut(signCtx, acumatica.SessionCredentials{AccessToken: creds.AccessToken, Cookies: creds.Cookies})
-		cancel()
-		if err != nil {
+		if err := b.erpSignOut(bg, conn, creds); err != nil {
 			_, serr := b.store.BeginSignOut(bg, EndLeaseParams{
 				LeaseID:       seat.LeaseID,
 				State:         LeaseFailed,
@@ -364,9 +372,7 @@ func (b *Broker) signOutSeat(ctx context.Context, conn *Connection, seat *Seat) 
 			"connection", conn.Name, "session_id", seat.SessionID, "err", err)
 		return false
 	}
-	signCtx, cancel := context.WithTimeout(bg, b.signInTimeout)
-	err = conn.ERP.SignOut(signCtx, acumatica.SessionCredentials{AccessToken: creds.AccessToken, Cookies: creds.Cookies})
-	cancel()
+	err = b.erpSignOut(bg, conn, creds)
 	now := b.clock.Now()
 	if err != nil {
 		next := now.Add(signOutBackoff(seat.SignOutAttempts))
@@ -383,6 +389,16 @@ func (b *Broker) signOutSeat(ctx context.Context, conn *Connection, seat *Seat) 
 	}
 	b.logger.InfoContext(ctx, "signed out", "connection", conn.Name, "session_id", seat.SessionID)
 	return true
+}
+
+// erpSignOut sends one sign-out request to Acumatica.
+func (b *Broker) erpSignOut(ctx context.Context, conn *Connection, creds SessionCredentials) error {
+	signCtx, cancel := context.WithTimeout(ctx, b.signInTimeout)
+	defer cancel()
+	start := time.Now()
+	err := conn.ERP.SignOut(signCtx, acumatica.SessionCredentials{AccessToken: creds.AccessToken, Cookies: creds.Cookies})
+	b.observer.SignedOut(conn.Name, time.Since(start), err)
+	return err
 }
 
 // signOutBackoff is the delay before sign-out attempt n+1: 1s doubling up

@@ -33,9 +33,11 @@ const (
 
 // Seat is a snapshot of one seat row.
 type Seat struct {
-	Connection       string
-	Slot             int
-	State            SeatState
+	Connection string
+	Slot       int
+	State      SeatState
+	// Holder is the lease holder's identity; only SeatByLease sets it.
+	Holder           string
 	SessionID        string
 	SessionOpenedAt  time.Time
 	LastUsedAt       time.Time
@@ -44,6 +46,7 @@ type Seat struct {
 	CredentialsKeyID string
 	HasRefreshToken  bool
 	LeaseID          string
+	LeaseAcquiredAt  time.Time
 	LeaseExpireAt    time.Time
 	ReclaimAt        time.Time
 	SignOutAttempts  int
@@ -68,8 +71,8 @@ type ConnectionBudget struct {
 	MaxSessions int
 }
 
-// ClaimSeatParams are the inputs of Store.ClaimSeat.
-type ClaimSeatParams struct {
+// AcquireSeatParams are the inputs of Store.AcquireSeat.
+type AcquireSeatParams struct {
 	Connection string
 	LeaseID    string
 	Holder     string
@@ -78,18 +81,16 @@ type ClaimSeatParams struct {
 	// SignInReclaimAt is when a seat claimed for a sign-in may be freed if
 	// the sign-in's outcome is never recorded.
 	SignInReclaimAt time.Time
-	Now             time.Time
-}
-
-// EnqueueParams are the inputs of Store.Enqueue.
-type EnqueueParams struct {
-	Connection string
-	LeaseID    string
-	Holder     string
-	RequestID  string
-	LeaseTTL   time.Duration
-	ExpireAt   time.Time
-	Now        time.Time
+	// Quota caps the holder's active leases plus queued acquires on the
+	// connection; zero means no cap.
+	Quota int
+	// NoWait returns ErrNotFound instead of queueing.
+	NoWait bool
+	// MaxQueue caps the connection's queue; zero means no cap.
+	MaxQueue int
+	// WaitExpireAt is when a queued acquire gives up.
+	WaitExpireAt time.Time
+	Now          time.Time
 }
 
 // CompleteSignInParams are the inputs of Store.CompleteSignIn.
@@ -141,14 +142,17 @@ type Store interface {
 	// new session and are deleted once empty.
 	SyncConnections(ctx context.Context, budgets []ConnectionBudget) error
 
-	// ClaimSeat leases an idle seat, else claims an empty one for a sign-in
-	// (state signing_in), and records the lease. It returns ErrNotFound
-	// when no seat is free or when callers already wait for this
-	// connection, so that nobody overtakes the queue.
-	ClaimSeat(ctx context.Context, params ClaimSeatParams) (*Seat, error)
-
-	// Enqueue adds a waiter. A seat granted to it carries its LeaseID.
-	Enqueue(ctx context.Context, params EnqueueParams) error
+	// AcquireSeat leases an idle seat, else claims an empty one for a
+	// sign-in (state signing_in), and records the lease. When no seat is
+	// free, or callers already wait for the connection (nobody overtakes
+	// the queue), it queues the caller instead and returns a nil seat and
+	// the caller's 1-based position in the queue; a seat granted later
+	// carries params.LeaseID.
+	//
+	// Errors: ErrNotFound when no seat is free and params.NoWait is set;
+	// an *Error with ReasonCallerQuota or ReasonQueueFull when a cap is
+	// reached.
+	AcquireSeat(ctx context.Context, params AcquireSeatParams) (*Seat, int, error)
 
 	// Dequeue removes a waiter that gives up. It returns false when the
 	// waiter is gone because a seat was granted to it meanwhile.

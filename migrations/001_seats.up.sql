@@ -43,6 +43,7 @@ CREATE TABLE seats (
     has_refresh_token  boolean NOT NULL DEFAULT false,
 
     lease_id           uuid,
+    lease_acquired_at  timestamptz,
     lease_expire_at    timestamptz,
 
     reclaim_at         timestamptz,
@@ -83,6 +84,7 @@ CREATE TABLE leases (
 CREATE UNIQUE INDEX leases_request_id_key ON leases (connection, holder, request_id)
     WHERE request_id <> '';
 CREATE INDEX leases_ended_at_idx ON leases (ended_at) WHERE ended_at IS NOT NULL;
+CREATE INDEX leases_active_holder_idx ON leases (connection, holder) WHERE state = 'active';
 
 -- Callers waiting for a seat, served oldest first (by id) whichever replica
 -- they called. Granting a seat deletes the row and gives the seat the

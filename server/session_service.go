@@ -6,8 +6,8 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	acubrokerv1 "github.com/acubroker/acubroker/gen/acubroker/v1"
 	"github.com/acubroker/acubroker/broker"
+	acubrokerv1 "github.com/acubroker/acubroker/gen/acubroker/v1"
 )
 
 // sessionService implements acubroker.v1.SessionService over a broker.

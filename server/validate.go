@@ -10,8 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	acubrokerv1 "github.com/acubroker/acubroker/gen/acubroker/v1"
 	"github.com/acubroker/acubroker/broker"
+	acubrokerv1 "github.com/acubroker/acubroker/gen/acubroker/v1"
 )
 
 // Size limits of request fields, in bytes.

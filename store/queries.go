@@ -10,7 +10,7 @@ const notifyChannel = "acubroker_seats"
 
 const seatColumns = `s.connection, s.slot, s.state, coalesce(s.session_id::text, ''), s.session_opened_at,
 	s.last_used_at, s.token_expire_at, s.credentials, s.credentials_key_id, s.has_refresh_token,
-	coalesce(s.lease_id::text, ''), s.lease_expire_at, s.reclaim_at, s.signout_attempts`
+	coalesce(s.lease_id::text, ''), s.lease_acquired_at, s.lease_expire_at, s.reclaim_at, s.signout_attempts`
 
 // emptySeat is the SET list that returns a seat to empty.
 const emptySeat = `state = 'empty', session_id = NULL, session_opened_at = NULL, token_expire_at = NULL,
@@ -53,6 +53,7 @@ WITH candidate AS (
 	UPDATE seats s SET
 		state = CASE WHEN c.state = 'idle' THEN 'leased' ELSE 'signing_in' END,
 		lease_id = @lease_id,
+		lease_acquired_at = @now,
 		lease_expire_at = @now::timestamptz + @lease_ttl::interval,
 		reclaim_at = CASE WHEN c.state = 'idle' THEN NULL ELSE @reclaim_at::timestamptz END,
 		last_used_at = CASE WHEN c.state = 'idle' THEN @now ELSE s.last_used_at END,
@@ -66,9 +67,27 @@ WITH candidate AS (
 )
 SELECT ` + seatColumns + ` FROM claimed s`
 
+// enqueue adds a waiter unless max_queue (when not 0) already wait, and
+// returns the waiter's 1-based position and whether it was added. Under
+// concurrent acquires the cap may be passed by the few in flight.
 const enqueue = `
-INSERT INTO waiters (connection, lease_id, holder, request_id, lease_ttl, enqueued_at, expire_at)
-VALUES (@connection, @lease_id, @holder, @request_id, @lease_ttl, @now, @expire_at)`
+WITH ahead AS (
+	SELECT count(*) AS n FROM waiters WHERE connection = @connection
+), queued AS (
+	INSERT INTO waiters (connection, lease_id, holder, request_id, lease_ttl, enqueued_at, expire_at)
+	SELECT @connection, @lease_id, @holder, @request_id, @lease_ttl, @now, @expire_at
+	FROM ahead WHERE @max_queue::integer = 0 OR ahead.n < @max_queue::integer
+	RETURNING id
+)
+SELECT ahead.n + 1, EXISTS (SELECT 1 FROM queued) FROM ahead`
+
+// lockHolder serialises the acquires of one holder on one connection for
+// the rest of the transaction, so that its quota check cannot race.
+const lockHolder = `SELECT pg_advisory_xact_lock(hashtextextended(@connection || '/' || @holder, 0))`
+
+const holderLeases = `
+SELECT (SELECT count(*) FROM leases WHERE connection = @connection AND holder = @holder AND state = 'active')
+     + (SELECT count(*) FROM waiters WHERE connection = @connection AND holder = @holder)`
 
 const dequeue = `DELETE FROM waiters WHERE lease_id = @lease_id`
 
@@ -90,6 +109,7 @@ WITH waiter AS (
 	UPDATE seats s SET
 		state = CASE WHEN seat.state = 'idle' THEN 'leased' ELSE 'signing_in' END,
 		lease_id = g.lease_id,
+		lease_acquired_at = @now,
 		lease_expire_at = @now::timestamptz + g.lease_ttl,
 		reclaim_at = NULL,
 		last_used_at = CASE WHEN seat.state = 'idle' THEN @now ELSE s.last_used_at END,
@@ -106,7 +126,7 @@ SELECT pg_notify('` + notifyChannel + `', connection) FROM assigned`
 
 const waitingConnections = `SELECT DISTINCT connection FROM waiters`
 
-const seatByLease = `SELECT ` + seatColumns + ` FROM seats s, leases l
+const seatByLease = `SELECT ` + seatColumns + `, l.holder FROM seats s, leases l
 	WHERE l.lease_id = @lease_id AND s.connection = l.connection AND s.slot = l.slot AND s.lease_id = @lease_id`
 
 const leaseColumns = `lease_id::text, connection, slot, coalesce(session_id::text, ''), holder, request_id, state,

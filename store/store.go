@@ -51,32 +51,79 @@ func (s *Store) SyncConnections(ctx context.Context, budgets []broker.Connection
 	return interpret(err)
 }
 
-// ClaimSeat implements broker.Store.
-func (s *Store) ClaimSeat(ctx context.Context, p broker.ClaimSeatParams) (*broker.Seat, error) {
-	rows, _ := s.pool.Query(ctx, claimSeat, pgx.NamedArgs{
+// AcquireSeat implements broker.Store. Without a quota the claim is one
+// autocommit statement, the fast path of every acquire; with a quota the
+// count, claim and enqueue run in one transaction under a per-holder lock.
+func (s *Store) AcquireSeat(ctx context.Context, p broker.AcquireSeatParams) (*broker.Seat, int, error) {
+	args := pgx.NamedArgs{
 		"connection": p.Connection,
 		"lease_id":   p.LeaseID,
 		"holder":     p.Holder,
 		"request_id": p.RequestID,
 		"lease_ttl":  p.LeaseTTL,
 		"reclaim_at": p.SignInReclaimAt,
+		"max_queue":  p.MaxQueue,
+		"expire_at":  p.WaitExpireAt,
 		"now":        p.Now,
+	}
+	if p.Quota == 0 {
+		return claimOrEnqueue(ctx, s.pool, p, args)
+	}
+	var (
+		seat     *broker.Seat
+		position int
+	)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, lockHolder, args); err != nil {
+			return err
+		}
+		var held int
+		if err := tx.QueryRow(ctx, holderLeases, args).Scan(&held); err != nil {
+			return err
+		}
+		if held >= p.Quota {
+			return quotaError(p, held)
+		}
+		var err error
+		seat, position, err = claimOrEnqueue(ctx, tx, p, args)
+		return err
 	})
-	return collectSeat(rows)
+	return seat, position, interpret(err)
 }
 
-// Enqueue implements broker.Store.
-func (s *Store) Enqueue(ctx context.Context, p broker.EnqueueParams) error {
-	_, err := s.pool.Exec(ctx, enqueue, pgx.NamedArgs{
-		"connection": p.Connection,
-		"lease_id":   p.LeaseID,
-		"holder":     p.Holder,
-		"request_id": p.RequestID,
-		"lease_ttl":  p.LeaseTTL,
-		"now":        p.Now,
-		"expire_at":  p.ExpireAt,
-	})
-	return interpret(err)
+func claimOrEnqueue(ctx context.Context, q querier, p broker.AcquireSeatParams, args pgx.NamedArgs) (*broker.Seat, int, error) {
+	rows, _ := q.Query(ctx, claimSeat, args)
+	seat, err := collectSeat(rows)
+	if !errors.Is(err, broker.ErrNotFound) || p.NoWait {
+		return seat, 0, err
+	}
+	var (
+		position int
+		queued   bool
+	)
+	if err := q.QueryRow(ctx, enqueue, args).Scan(&position, &queued); err != nil {
+		return nil, 0, interpret(err)
+	}
+	if !queued {
+		return nil, position, &broker.Error{
+			Reason: broker.ReasonQueueFull,
+			Message: fmt.Sprintf("%d callers already wait for a seat of connection %q, the most it queues; retry later",
+				position-1, p.Connection),
+			RetryAfter: time.Second,
+			Metadata:   map[string]string{"connection": p.Connection, "queue_position": fmt.Sprint(position)},
+		}
+	}
+	return nil, position, nil
+}
+
+func quotaError(p broker.AcquireSeatParams, held int) error {
+	return &broker.Error{
+		Reason: broker.ReasonCallerQuota,
+		Message: fmt.Sprintf("caller %q already holds or waits for %d leases of connection %q, its quota; "+
+			"release a lease first", p.Holder, held, p.Connection),
+		RetryAfter: time.Second,
+		Metadata:   map[string]string{"connection": p.Connection},
+	}
 }
 
 // Dequeue implements broker.Store.
@@ -97,6 +144,7 @@ func (s *Store) Dispatch(ctx context.Context, connection string, now time.Time) 
 type querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 // dispatch grants free seats to waiters until either runs out.
@@ -135,7 +183,13 @@ func (s *Store) DispatchAll(ctx context.Context, now time.Time) (int, error) {
 // SeatByLease implements broker.Store.
 func (s *Store) SeatByLease(ctx context.Context, leaseID string) (*broker.Seat, error) {
 	rows, _ := s.pool.Query(ctx, seatByLease, pgx.NamedArgs{"lease_id": leaseID})
-	return collectSeat(rows)
+	seat, err := pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (broker.Seat, error) {
+		return scanSeatWith(row, new(string))
+	})
+	if err != nil {
+		return nil, interpret(err)
+	}
+	return &seat, nil
 }
 
 // LeaseByID implements broker.Store.
@@ -386,18 +440,31 @@ func leaseSeatResult(seat *broker.Seat, err error) (*broker.Seat, error) {
 }
 
 func scanSeat(row pgx.CollectableRow) (broker.Seat, error) {
+	return scanSeatWith(row)
+}
+
+// scanSeatWith scans seatColumns, then the extra columns into extra; a
+// *string extra receives the lease holder.
+func scanSeatWith(row pgx.CollectableRow, extra ...any) (broker.Seat, error) {
 	var (
-		seat                                                broker.Seat
-		state                                               string
-		opened, lastUsed, tokenExpire, leaseExpire, reclaim *time.Time
+		seat                                                               broker.Seat
+		state                                                              string
+		opened, lastUsed, tokenExpire, leaseAcquired, leaseExpire, reclaim *time.Time
 	)
-	err := row.Scan(&seat.Connection, &seat.Slot, &state, &seat.SessionID, &opened, &lastUsed, &tokenExpire,
-		&seat.Credentials, &seat.CredentialsKeyID, &seat.HasRefreshToken, &seat.LeaseID, &leaseExpire,
-		&reclaim, &seat.SignOutAttempts)
+	dest := []any{&seat.Connection, &seat.Slot, &state, &seat.SessionID, &opened, &lastUsed, &tokenExpire,
+		&seat.Credentials, &seat.CredentialsKeyID, &seat.HasRefreshToken, &seat.LeaseID, &leaseAcquired, &leaseExpire,
+		&reclaim, &seat.SignOutAttempts}
+	err := row.Scan(append(dest, extra...)...)
+	if len(extra) == 1 {
+		if holder, ok := extra[0].(*string); ok {
+			seat.Holder = *holder
+		}
+	}
 	seat.State = broker.SeatState(state)
 	seat.SessionOpenedAt = deref(opened)
 	seat.LastUsedAt = deref(lastUsed)
 	seat.TokenExpireAt = deref(tokenExpire)
+	seat.LeaseAcquiredAt = deref(leaseAcquired)
 	seat.LeaseExpireAt = deref(leaseExpire)
 	seat.ReclaimAt = deref(reclaim)
 	return seat, err
