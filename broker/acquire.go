@@ -66,7 +66,26 @@ func (b *Broker) Acquire(ctx context.Context, p AcquireParams) (*Grant, error) {
 	return grant, err
 }
 
+// maxLoginLimitRetries bounds how often one acquire goes back to the queue
+// after its sign-in met the login limit.
+const maxLoginLimitRetries = 3
+
 func (b *Broker) acquire(ctx context.Context, p AcquireParams, waited *time.Duration) (*Grant, error) {
+	for attempt := 0; ; attempt++ {
+		grant, err := b.acquireOnce(ctx, p, waited)
+		if !errors.Is(err, ErrLoginLimit) || attempt == maxLoginLimitRetries || ctx.Err() != nil {
+			return grant, err
+		}
+		// Sign-ins now back off; wait for a session that is already open
+		// instead, when there is one.
+		open, oerr := b.store.OpenSessions(ctx, p.Connection)
+		if oerr != nil || open == 0 {
+			return nil, err
+		}
+	}
+}
+
+func (b *Broker) acquireOnce(ctx context.Context, p AcquireParams, waited *time.Duration) (*Grant, error) {
 	conn, err := b.connection(p.Connection)
 	if err != nil {
 		return nil, err
@@ -114,7 +133,7 @@ func (b *Broker) acquire(ctx context.Context, p AcquireParams, waited *time.Dura
 	case seat == nil:
 		start := time.Now()
 		seat, err = b.wait(ctx, conn, leaseID)
-		*waited = time.Since(start)
+		*waited += time.Since(start)
 		if err != nil {
 			return nil, err
 		}
@@ -177,12 +196,12 @@ func leaseTTL(conn *Connection, requested time.Duration) (time.Duration, error) 
 
 // sessionEndsAfter is how long after its last use a session certainly has
 // ended at Acumatica: its token lifetime without a refresh token, else
-// Acumatica's idle timeout.
+// Acumatica's idle timeout, plus the grace for requests in flight.
 func (b *Broker) sessionEndsAfter(conn *Connection) time.Duration {
 	if !conn.OfflineAccess {
-		return conn.TokenLifetime
+		return conn.TokenLifetime + b.grace
 	}
-	return conn.IdleTimeout
+	return conn.IdleTimeout + b.grace
 }
 
 // waitBound is how long an acquire may wait: the connection's maximum wait,

@@ -35,6 +35,11 @@ type Connection struct {
 	// IdleSignOutAfter signs out sessions idle in the pool this long; zero
 	// keeps them until Acumatica's idle timeout ends them.
 	IdleSignOutAfter time.Duration
+	// LoginLimitBackoff is the first pause of sign-ins after Acumatica
+	// refuses one for its login limit; each refused probe doubles it up to
+	// LoginLimitMaxBackoff. Defaults 5s and 5m.
+	LoginLimitBackoff    time.Duration
+	LoginLimitMaxBackoff time.Duration
 	// MaxQueue caps how many acquires may wait for a seat; further ones
 	// fail at once with ReasonQueueFull. Zero means no cap.
 	MaxQueue int
@@ -77,8 +82,14 @@ type Broker struct {
 	pollInterval  time.Duration
 	maintInterval time.Duration
 	signInTimeout time.Duration
+	// grace is added to every moment at which a session "has certainly
+	// ended" at Acumatica: a request sent at the last moment may reach
+	// Acumatica up to one request timeout later.
+	grace         time.Duration
 	quota         func(holder, connection string) int
 	wake          *wakeHub
+	// admin supports the admin methods (admin.go).
+	admin adminState
 
 	stopOnce sync.Once
 	cancel   context.CancelFunc
@@ -101,6 +112,7 @@ func New(cfg Config) (*Broker, error) {
 		maintInterval: orDefault(cfg.MaintenanceInterval, time.Second),
 		signInTimeout: orDefault(cfg.SignInTimeout, 30*time.Second),
 		quota:         cfg.Quota,
+		grace:         orDefault(cfg.SignInTimeout, 30*time.Second) + time.Second,
 		wake:          newWakeHub(),
 	}
 	if b.clock == nil {
@@ -125,6 +137,7 @@ func New(cfg Config) (*Broker, error) {
 		}
 		b.connections[c.Name] = &c
 	}
+	b.initAdmin(cfg.Store)
 	return b, nil
 }
 
@@ -142,6 +155,8 @@ func validateConnection(c *Connection) error {
 	c.IdleTimeout = orDefault(c.IdleTimeout, 10*time.Minute)
 	c.TokenLifetime = orDefault(c.TokenLifetime, time.Hour)
 	c.RefreshBefore = orDefault(c.RefreshBefore, 5*time.Minute)
+	c.LoginLimitBackoff = orDefault(c.LoginLimitBackoff, 5*time.Second)
+	c.LoginLimitMaxBackoff = max(orDefault(c.LoginLimitMaxBackoff, 5*time.Minute), c.LoginLimitBackoff)
 	if c.DefaultLeaseTTL > c.MaxLeaseTTL {
 		return fmt.Errorf("broker: connection %q: DefaultLeaseTTL %s exceeds MaxLeaseTTL %s",
 			c.Name, c.DefaultLeaseTTL, c.MaxLeaseTTL)

@@ -19,6 +19,8 @@ const (
 	ReasonLeaseReleased      Reason = "LEASE_RELEASED"
 	ReasonLeaseSignedOut     Reason = "LEASE_SIGNED_OUT"
 	ReasonLeaseRevoked       Reason = "LEASE_REVOKED"
+	ReasonSessionNotFound    Reason = "SESSION_NOT_FOUND"
+	ReasonConnectionPaused   Reason = "CONNECTION_PAUSED"
 	ReasonRequestIDReused    Reason = "REQUEST_ID_REUSED"
 	ReasonAcquireInProgress  Reason = "ACQUIRE_IN_PROGRESS"
 	ReasonLeaseNotOwned      Reason = "LEASE_NOT_OWNED"
@@ -71,6 +73,8 @@ var (
 	ErrLeaseReleased      = &Error{Reason: ReasonLeaseReleased, Message: "lease released"}
 	ErrLeaseSignedOut     = &Error{Reason: ReasonLeaseSignedOut, Message: "lease signed out"}
 	ErrLeaseRevoked       = &Error{Reason: ReasonLeaseRevoked, Message: "lease revoked"}
+	ErrSessionNotFound    = &Error{Reason: ReasonSessionNotFound, Message: "session not found"}
+	ErrConnectionPaused   = &Error{Reason: ReasonConnectionPaused, Message: "connection paused"}
 	ErrRequestIDReused    = &Error{Reason: ReasonRequestIDReused, Message: "request_id reused"}
 	ErrLeaseNotOwned      = &Error{Reason: ReasonLeaseNotOwned, Message: "lease belongs to another caller"}
 	ErrCallerQuota        = &Error{Reason: ReasonCallerQuota, Message: "caller quota reached"}

@@ -186,9 +186,9 @@ func (b *Broker) leaseGone(ctx context.Context, leaseID string) error {
 // until now).
 func (b *Broker) reclaimAt(conn *Connection, seat *Seat, now time.Time) time.Time {
 	if !seat.HasRefreshToken && !seat.TokenExpireAt.IsZero() {
-		return seat.TokenExpireAt
+		return seat.TokenExpireAt.Add(b.grace)
 	}
-	return now.Add(conn.IdleTimeout)
+	return now.Add(conn.IdleTimeout + b.grace)
 }
 
 // signIn signs in for a seat the lease holds in state signing_in and
@@ -217,12 +217,26 @@ func (b *Broker) signIn(ctx context.Context, conn *Connection, seat *Seat, ttl t
 	cancel()
 	if err != nil {
 		unknown := outcomeUnknown(err)
+		var retryAt time.Time
+		if errors.Is(err, acumatica.ErrLoginLimit) {
+			// Back off before the seat is freed, so that it is not handed
+			// to a waiter who would only try again.
+			var berr error
+			retryAt, berr = b.store.BackOffSignIns(bg, conn.Name, conn.LoginLimitBackoff, conn.LoginLimitMaxBackoff, b.clock.Now())
+			if berr != nil {
+				b.logger.ErrorContext(ctx, "recording the sign-in backoff failed", "connection", conn.Name, "err", berr)
+			}
+		}
 		if ferr := b.store.FailSignIn(bg, leaseID, unknown, b.clock.Now()); ferr != nil {
 			b.logger.ErrorContext(ctx, "recording a failed sign-in failed", "connection", conn.Name, "lease_id", leaseID, "err", ferr)
 		}
 		b.logger.WarnContext(ctx, "sign-in failed", "connection", conn.Name, "lease_id", leaseID,
 			"outcome_unknown", unknown, "err", err)
-		return nil, erpError(conn, "sign-in", err)
+		e := erpError(conn, "sign-in", err)
+		if wait := retryAt.Sub(b.clock.Now()); wait > 0 {
+			e.RetryAfter = wait
+		}
+		return nil, e
 	}
 
 	sessionID := uuid.NewString()
@@ -277,12 +291,59 @@ func (b *Broker) ensureFresh(ctx context.Context, conn *Connection, seat *Seat) 
 		return nil, err
 	}
 	now := b.clock.Now()
+	if seat.TokenStale {
+		return b.rotateStale(ctx, conn, seat, creds)
+	}
 	if seat.TokenExpireAt.Sub(now) > conn.RefreshBefore {
 		return b.grant(conn, seat, creds, false), nil
 	}
 	if !seat.HasRefreshToken {
 		return b.replaceSession(ctx, conn, seat, creds)
 	}
+	return b.refresh(ctx, conn, seat, creds)
+}
+
+// rotateStale gives a new holder a session whose previous holder's lease
+// expired: the previous holder may be slow or cut off rather than gone, so
+// its access token is replaced and revoked before the session is handed
+// out. A session without a refresh token is replaced by a new one.
+func (b *Broker) rotateStale(ctx context.Context, conn *Connection, seat *Seat, creds SessionCredentials) (*Grant, error) {
+	if !seat.HasRefreshToken {
+		return b.replaceSession(ctx, conn, seat, creds)
+	}
+	grant, err := b.refresh(ctx, conn, seat, creds)
+	if err != nil {
+		return nil, err
+	}
+	if grant.Credentials.AccessToken == creds.AccessToken {
+		// The refresh failed but the token still works: it cannot go to
+		// a new holder while the old one may still use it.
+		b.releaseAbandoned(context.WithoutCancel(ctx), seat.LeaseID)
+		return nil, &Error{
+			Reason:     ReasonERPUnavailable,
+			Message:    fmt.Sprintf("Acumatica did not refresh a reclaimed session of connection %q; retry shortly", conn.Name),
+			RetryAfter: time.Second,
+			Metadata:   map[string]string{"connection": conn.Name},
+		}
+	}
+	b.revoke(ctx, conn, creds.AccessToken)
+	return grant, nil
+}
+
+// revoke revokes an access token that no holder may use any more. Failure
+// is logged, not returned: the session itself is already in order.
+func (b *Broker) revoke(ctx context.Context, conn *Connection, accessToken string) {
+	revokeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.signInTimeout)
+	defer cancel()
+	if err := conn.ERP.Revoke(revokeCtx, accessToken, "access_token"); err != nil {
+		b.logger.WarnContext(ctx, "revoking a replaced access token failed; it stays valid until it expires",
+			"connection", conn.Name, "err", err)
+	}
+}
+
+// refresh refreshes the access token of a leased seat.
+func (b *Broker) refresh(ctx context.Context, conn *Connection, seat *Seat, creds SessionCredentials) (*Grant, error) {
+	now := b.clock.Now()
 
 	bg := context.WithoutCancel(ctx)
 	refreshCtx, cancel := context.WithTimeout(bg, b.signInTimeout)
@@ -331,26 +392,34 @@ func (b *Broker) ensureFresh(ctx context.Context, conn *Connection, seat *Seat) 
 }
 
 // replaceSession gives a leased seat a new session when its own cannot be
-// refreshed. A session whose token still works may still be open at
-// Acumatica, so it is signed out first; the seat is reused only once
-// Acumatica confirms, so the open sessions never outnumber the seats.
+// refreshed. A session that may still be open at Acumatica is signed out
+// first; the seat is reused only once Acumatica confirms, so the open
+// sessions never outnumber the seats. When the session cannot be signed out
+// (its access token expired and its refresh token was rejected), the seat
+// stays counted until Acumatica's idle timeout has certainly ended it.
 func (b *Broker) replaceSession(ctx context.Context, conn *Connection, seat *Seat, creds SessionCredentials) (*Grant, error) {
 	bg := context.WithoutCancel(ctx)
 	now := b.clock.Now()
-	if seat.TokenExpireAt.After(now) {
-		if err := b.erpSignOut(bg, conn, creds); err != nil {
+	apiOnlyExpired := !seat.HasRefreshToken && seat.TokenExpireAt.Add(b.grace).Before(now)
+	if !apiOnlyExpired {
+		err := errors.New("the access token has expired and cannot be refreshed")
+		if seat.TokenExpireAt.After(now) {
+			err = b.erpSignOut(bg, conn, creds)
+		}
+		if err != nil {
 			_, serr := b.store.BeginSignOut(bg, EndLeaseParams{
 				LeaseID:       seat.LeaseID,
 				State:         LeaseFailed,
-				SignOutReason: "session expiring",
-				ReclaimAt:     b.reclaimAt(conn, seat, now),
+				SignOutReason: "session cannot be refreshed",
+				ReclaimAt:     now.Add(conn.IdleTimeout + b.grace),
 				Now:           now,
 			})
 			if serr != nil {
 				b.logger.ErrorContext(ctx, "recording a pending sign-out failed", "session_id", seat.SessionID, "err", serr)
 			}
-			return nil, erpError(conn, "sign-out of an expiring session", err)
+			return nil, erpError(conn, "sign-out of a session that cannot be refreshed", err)
 		}
+		b.revoke(bg, conn, creds.AccessToken)
 	}
 	leaseID := seat.LeaseID
 	remaining := max(seat.LeaseExpireAt.Sub(now), time.Second)
@@ -372,7 +441,10 @@ func (b *Broker) signOutSeat(ctx context.Context, conn *Connection, seat *Seat) 
 			"connection", conn.Name, "session_id", seat.SessionID, "err", err)
 		return false
 	}
-	err = b.erpSignOut(bg, conn, creds)
+	creds, err = b.usableForSignOut(bg, conn, seat, creds)
+	if err == nil {
+		err = b.erpSignOut(bg, conn, creds)
+	}
 	now := b.clock.Now()
 	if err != nil {
 		next := now.Add(signOutBackoff(seat.SignOutAttempts))
@@ -381,6 +453,7 @@ func (b *Broker) signOutSeat(ctx context.Context, conn *Connection, seat *Seat) 
 		}
 		b.logger.WarnContext(ctx, "sign-out failed; will retry", "connection", conn.Name, "session_id", seat.SessionID,
 			"attempt", seat.SignOutAttempts+1, "retry_at", next, "err", err)
+		b.recordSignOutFailure(ctx, conn, seat, err)
 		return false
 	}
 	if err := b.store.FinishSignOut(bg, seat.Connection, seat.Slot, seat.SessionID, now); err != nil {
@@ -388,7 +461,30 @@ func (b *Broker) signOutSeat(ctx context.Context, conn *Connection, seat *Seat) 
 		return false
 	}
 	b.logger.InfoContext(ctx, "signed out", "connection", conn.Name, "session_id", seat.SessionID)
+	// Acumatica leaves the bearer valid after a sign-out, and using it
+	// again would open a session outside the budget.
+	b.revoke(bg, conn, creds.AccessToken)
 	return true
+}
+
+// usableForSignOut returns credentials that can sign the session out. An
+// expired access token gets 401 at the sign-out endpoint even while its
+// grant's session is open, so it is refreshed first.
+func (b *Broker) usableForSignOut(ctx context.Context, conn *Connection, seat *Seat, creds SessionCredentials) (SessionCredentials, error) {
+	if seat.TokenExpireAt.After(b.clock.Now()) || creds.RefreshToken == "" {
+		return creds, nil
+	}
+	refreshCtx, cancel := context.WithTimeout(ctx, b.signInTimeout)
+	defer cancel()
+	start := time.Now()
+	tok, err := conn.ERP.Refresh(refreshCtx, creds.RefreshToken)
+	b.observer.Refreshed(conn.Name, time.Since(start), err)
+	if err != nil {
+		return creds, fmt.Errorf("refresh an expired token before signing out: %w", err)
+	}
+	fresh := credentialsFromToken(tok, creds.RefreshToken)
+	fresh.Cookies = creds.Cookies
+	return fresh, nil
 }
 
 // erpSignOut sends one sign-out request to Acumatica.

@@ -2,7 +2,10 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Maintenance settings. They bound the work of one pass so that a backlog
@@ -44,7 +47,7 @@ func (b *Broker) maintain(ctx context.Context) {
 // step time.
 func (b *Broker) MaintainOnce(ctx context.Context) {
 	now := b.clock.Now()
-	if n, err := b.store.ReclaimExpired(ctx, now); err != nil {
+	if n, err := b.store.ReclaimExpired(ctx, now, b.grace); err != nil {
 		b.logMaintenanceError(ctx, "reclaiming expired leases and seats", err)
 	} else if n > 0 {
 		b.logger.InfoContext(ctx, "reclaimed expired leases and seats", "count", n)
@@ -63,6 +66,7 @@ func (b *Broker) MaintainOnce(ctx context.Context) {
 	}
 
 	b.retrySignOuts(ctx, now)
+	b.probeSignIns(ctx, now)
 
 	if _, err := b.store.DispatchAll(ctx, now); err != nil {
 		b.logMaintenanceError(ctx, "granting free seats to waiters", err)
@@ -84,6 +88,55 @@ func (b *Broker) retrySignOuts(ctx context.Context, now time.Time) {
 		}
 		b.signOutSeat(ctx, conn, &seats[i])
 	}
+}
+
+// probeHolder is the holder of the leases of probe sign-ins.
+const probeHolder = "acubroker/probe"
+
+// probeSignIns tries one sign-in for each connection whose login-limit
+// backoff has ended and whose probe this replica claimed.
+func (b *Broker) probeSignIns(ctx context.Context, now time.Time) {
+	names, err := b.store.ClaimProbes(ctx, now)
+	if err != nil {
+		b.logMaintenanceError(ctx, "claiming sign-in probes", err)
+		return
+	}
+	for _, name := range names {
+		if conn, ok := b.connections[name]; ok {
+			b.probe(ctx, conn)
+		}
+	}
+}
+
+// probe signs in once for a connection whose sign-ins back off. On success
+// the backoff ends and the new session goes to the oldest waiter; on
+// another login-limit refusal signIn doubles the backoff.
+func (b *Broker) probe(ctx context.Context, conn *Connection) {
+	now := b.clock.Now()
+	seat, err := b.store.ClaimProbeSeat(ctx, AcquireSeatParams{
+		Connection:      conn.Name,
+		LeaseID:         uuid.NewString(),
+		Holder:          probeHolder,
+		LeaseTTL:        conn.DefaultLeaseTTL,
+		SignInReclaimAt: now.Add(b.sessionEndsAfter(conn)),
+		Now:             now,
+	})
+	if err != nil {
+		if !errors.Is(err, ErrNotFound) {
+			b.logMaintenanceError(ctx, "claiming a seat for a sign-in probe", err)
+		}
+		return
+	}
+	grant, err := b.signIn(ctx, conn, seat, conn.DefaultLeaseTTL)
+	if err != nil {
+		b.logger.InfoContext(ctx, "sign-in probe failed; sign-ins keep backing off", "connection", conn.Name, "err", err)
+		return
+	}
+	if err := b.store.EndSignInBackoff(ctx, conn.Name); err != nil {
+		b.logMaintenanceError(ctx, "ending the sign-in backoff", err)
+	}
+	b.logger.InfoContext(ctx, "sign-in probe succeeded; sign-ins resume", "connection", conn.Name)
+	b.releaseAbandoned(ctx, grant.Lease.ID)
 }
 
 func (b *Broker) logMaintenanceError(ctx context.Context, step string, err error) {

@@ -18,6 +18,7 @@ type ERP interface {
 	PasswordGrant(ctx context.Context) (*acumatica.Token, error)
 	Refresh(ctx context.Context, refreshToken string) (*acumatica.Token, error)
 	SignOut(ctx context.Context, s acumatica.SessionCredentials) error
+	Revoke(ctx context.Context, token, tokenTypeHint string) error
 }
 
 // SessionCredentials are the secrets of one session, stored sealed.

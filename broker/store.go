@@ -50,6 +50,9 @@ type Seat struct {
 	LeaseExpireAt    time.Time
 	ReclaimAt        time.Time
 	SignOutAttempts  int
+	// TokenStale is set when a lease expired: its holder may still use the
+	// access token, so the next holder gets a new one.
+	TokenStale bool
 }
 
 // LeaseRecord is a lease as the store remembers it, also after it ends.
@@ -216,10 +219,34 @@ type Store interface {
 	ClaimDueSignOuts(ctx context.Context, now time.Time, lockFor time.Duration, limit int) ([]Seat, error)
 
 	// ReclaimExpired ends leases past their expiry (their seats go back to
-	// idle), frees seats past their reclaim_at and idle seats of sessions
-	// without a refresh token past their token expiry, and drops waiters
-	// past their expiry. It returns how many rows it changed.
-	ReclaimExpired(ctx context.Context, now time.Time) (int, error)
+	// idle, marked TokenStale), frees seats past their reclaim_at and idle
+	// seats of sessions without a refresh token past their token expiry
+	// plus grace, and drops waiters past their expiry. It returns how many
+	// rows it changed.
+	ReclaimExpired(ctx context.Context, now time.Time, grace time.Duration) (int, error)
+
+	// BackOffSignIns starts or doubles the connection's sign-in backoff
+	// (between initial and max) after a login-limit refusal, and returns
+	// when the next probe may sign in. While it lasts, empty seats are
+	// neither claimed nor granted.
+	BackOffSignIns(ctx context.Context, connection string, initial, max time.Duration, now time.Time) (time.Time, error)
+
+	// ClaimProbes returns the connections whose backoff interval has
+	// ended and pushes each one's end forward by its backoff, so that
+	// across all replicas exactly one caller gets each connection per
+	// interval: that caller may try one probe sign-in.
+	ClaimProbes(ctx context.Context, now time.Time) ([]string, error)
+
+	// ClaimProbeSeat claims an empty seat for a probe sign-in, or returns
+	// ErrNotFound.
+	ClaimProbeSeat(ctx context.Context, params AcquireSeatParams) (*Seat, error)
+
+	// EndSignInBackoff allows sign-ins again.
+	EndSignInBackoff(ctx context.Context, connection string) error
+
+	// OpenSessions counts the connection's seats with an open session
+	// (idle or leased).
+	OpenSessions(ctx context.Context, connection string) (int, error)
 
 	// SignOutIdle moves idle seats of a connection unused since before
 	// idleSince to signing_out, with reclaim_at at their last use plus

@@ -5,11 +5,17 @@
 -- number of sessions the broker can have open (or be opening, or be closing)
 -- never exceeds the budget: every session lives in exactly one seat row.
 
+-- signin_backoff is zero while sign-ins are allowed. After Acumatica
+-- refuses a sign-in for its login limit (seats held outside the broker), it
+-- is the current backoff: no new sign-in is tried until signin_blocked_until,
+-- and then one probe at a time.
 CREATE TABLE connections (
-    name         text PRIMARY KEY,
-    max_sessions integer NOT NULL CHECK (max_sessions > 0),
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    updated_at   timestamptz NOT NULL DEFAULT now()
+    name                 text PRIMARY KEY,
+    max_sessions         integer NOT NULL CHECK (max_sessions > 0),
+    signin_backoff       interval NOT NULL DEFAULT '0',
+    signin_blocked_until timestamptz,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    updated_at           timestamptz NOT NULL DEFAULT now()
 );
 
 -- state is one of:
@@ -41,6 +47,9 @@ CREATE TABLE seats (
     credentials        bytea,
     credentials_key_id text NOT NULL DEFAULT '',
     has_refresh_token  boolean NOT NULL DEFAULT false,
+    -- The access token was handed to a holder whose lease expired: the
+    -- next holder gets a new token, and this one is revoked first.
+    token_stale        boolean NOT NULL DEFAULT false,
 
     lease_id           uuid,
     lease_acquired_at  timestamptz,

@@ -10,11 +10,12 @@ const notifyChannel = "acubroker_seats"
 
 const seatColumns = `s.connection, s.slot, s.state, coalesce(s.session_id::text, ''), s.session_opened_at,
 	s.last_used_at, s.token_expire_at, s.credentials, s.credentials_key_id, s.has_refresh_token,
-	coalesce(s.lease_id::text, ''), s.lease_acquired_at, s.lease_expire_at, s.reclaim_at, s.signout_attempts`
+	coalesce(s.lease_id::text, ''), s.lease_acquired_at, s.lease_expire_at, s.reclaim_at, s.signout_attempts,
+	s.token_stale`
 
 // emptySeat is the SET list that returns a seat to empty.
 const emptySeat = `state = 'empty', session_id = NULL, session_opened_at = NULL, token_expire_at = NULL,
-	credentials = NULL, credentials_key_id = '', has_refresh_token = false,
+	credentials = NULL, credentials_key_id = '', has_refresh_token = false, token_stale = false,
 	lease_id = NULL, lease_expire_at = NULL, reclaim_at = NULL,
 	signout_attempts = 0, signout_next_at = NULL, signout_reason = '', updated_at = @now`
 
@@ -39,13 +40,20 @@ WHERE connection = @name AND retired <> (slot >= @max_sessions)`
 
 const deleteRetiredSeats = `DELETE FROM seats WHERE retired AND state = 'empty'`
 
+// signInAllowed is true unless the connection's sign-ins back off after a
+// login-limit refusal; empty seats are then not handed out.
+const signInAllowed = `NOT EXISTS (SELECT 1 FROM connections
+		WHERE name = @connection AND signin_backoff > interval '0')`
+
 // claimSeat prefers the most recently used idle seat (its session is the
 // warmest), then an empty one, and takes none while callers wait.
 const claimSeat = `
 WITH candidate AS (
 	SELECT connection, slot, state FROM seats
-	WHERE connection = @connection AND state IN ('idle', 'empty') AND NOT retired
+	WHERE connection = @connection AND NOT retired
+		AND (state = 'idle' OR (state = 'empty' AND ` + signInAllowed + `))
 		AND NOT EXISTS (SELECT 1 FROM waiters WHERE connection = @connection)
+		AND ` + notPaused + `
 	ORDER BY state = 'idle' DESC, last_used_at DESC NULLS LAST, slot
 	LIMIT 1
 	FOR UPDATE SKIP LOCKED
@@ -99,7 +107,9 @@ WITH waiter AS (
 	ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
 ), seat AS (
 	SELECT connection, slot, state FROM seats
-	WHERE connection = @connection AND state IN ('idle', 'empty') AND NOT retired
+	WHERE connection = @connection AND NOT retired
+		AND (state = 'idle' OR (state = 'empty' AND ` + signInAllowed + `))
+		AND ` + notPaused + `
 	ORDER BY state = 'idle' DESC, last_used_at DESC NULLS LAST, slot
 	LIMIT 1 FOR UPDATE SKIP LOCKED
 ), granted AS (
@@ -174,7 +184,7 @@ const endLease = `UPDATE leases SET state = @state, ended_at = @now WHERE lease_
 
 const updateCredentials = `
 UPDATE seats s SET credentials = @credentials, credentials_key_id = @credentials_key_id,
-	has_refresh_token = @has_refresh_token, token_expire_at = @token_expire_at, updated_at = @now
+	has_refresh_token = @has_refresh_token, token_expire_at = @token_expire_at, token_stale = false, updated_at = @now
 ` + leaseSeat + ` AND s.state = 'leased'
 RETURNING ` + seatColumns
 
@@ -222,7 +232,8 @@ WITH due AS (
 	WHERE state = 'leased' AND lease_expire_at <= @now
 	FOR UPDATE SKIP LOCKED
 ), freed AS (
-	UPDATE seats s SET state = 'idle', lease_id = NULL, lease_expire_at = NULL, last_used_at = @now, updated_at = @now
+	UPDATE seats s SET state = 'idle', lease_id = NULL, lease_expire_at = NULL, last_used_at = @now,
+		token_stale = true, updated_at = @now
 	FROM due WHERE s.connection = due.connection AND s.slot = due.slot
 	RETURNING s.connection
 ), ended AS (
@@ -240,7 +251,7 @@ WITH due AS (
 	SELECT connection, slot, lease_id FROM seats
 	WHERE (state IN ('signing_in', 'signing_out') AND reclaim_at <= @now)
 		OR (state = 'signing_in' AND reclaim_at IS NULL AND lease_expire_at <= @now)
-		OR (state = 'idle' AND NOT has_refresh_token AND token_expire_at <= @now)
+		OR (state = 'idle' AND NOT has_refresh_token AND token_expire_at + @grace::interval <= @now)
 	FOR UPDATE SKIP LOCKED
 ), freed AS (
 	UPDATE seats s SET ` + emptySeat + `
@@ -267,3 +278,46 @@ FROM due WHERE s.connection = due.connection AND s.slot = due.slot`
 const pruneLeases = `DELETE FROM leases WHERE ended_at < @before`
 
 const notifyConnection = `SELECT pg_notify('` + notifyChannel + `', @connection)`
+
+// backOffSignIns starts or doubles a connection's sign-in backoff, between
+// @initial and @max.
+const backOffSignIns = `
+UPDATE connections SET
+	signin_backoff = least(greatest(signin_backoff * 2, @initial::interval), @max::interval),
+	signin_blocked_until = @now::timestamptz
+		+ least(greatest(signin_backoff * 2, @initial::interval), @max::interval)
+WHERE name = @connection
+RETURNING signin_blocked_until`
+
+// claimProbe lets one replica try a sign-in once a backoff interval ends:
+// it pushes the interval's end forward and returns a row only to the
+// replica whose update won.
+const claimProbes = `
+UPDATE connections SET signin_blocked_until = @now::timestamptz + signin_backoff
+WHERE signin_backoff > interval '0' AND signin_blocked_until <= @now
+RETURNING name`
+
+// claimProbeSeat claims an empty seat for a probe sign-in, bypassing the
+// backoff that keeps other acquires away from empty seats.
+const claimProbeSeat = `
+WITH candidate AS (
+	SELECT connection, slot FROM seats
+	WHERE connection = @connection AND state = 'empty' AND NOT retired AND ` + notPaused + `
+	ORDER BY slot LIMIT 1
+	FOR UPDATE SKIP LOCKED
+), claimed AS (
+	UPDATE seats s SET state = 'signing_in', lease_id = @lease_id, lease_acquired_at = @now,
+		lease_expire_at = @now::timestamptz + @lease_ttl::interval, reclaim_at = @reclaim_at, updated_at = @now
+	FROM candidate c WHERE s.connection = c.connection AND s.slot = c.slot
+	RETURNING s.*
+), recorded AS (
+	INSERT INTO leases (lease_id, connection, slot, holder, created_at)
+	SELECT lease_id, connection, slot, @holder, @now FROM claimed
+)
+SELECT ` + seatColumns + ` FROM claimed s`
+
+const endSignInBackoff = `
+UPDATE connections SET signin_backoff = '0', signin_blocked_until = NULL
+WHERE name = @connection AND signin_backoff > interval '0'`
+
+const openSessions = `SELECT count(*) FROM seats WHERE connection = @connection AND state IN ('idle', 'leased')`

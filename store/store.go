@@ -94,6 +94,11 @@ func (s *Store) AcquireSeat(ctx context.Context, p broker.AcquireSeatParams) (*b
 func claimOrEnqueue(ctx context.Context, q querier, p broker.AcquireSeatParams, args pgx.NamedArgs) (*broker.Seat, int, error) {
 	rows, _ := q.Query(ctx, claimSeat, args)
 	seat, err := collectSeat(rows)
+	if errors.Is(err, broker.ErrNotFound) {
+		if perr := pausedError(ctx, q, p.Connection); perr != nil {
+			return nil, 0, perr
+		}
+	}
 	if !errors.Is(err, broker.ErrNotFound) || p.NoWait {
 		return seat, 0, err
 	}
@@ -357,8 +362,8 @@ func (s *Store) ClaimDueSignOuts(ctx context.Context, now time.Time, lockFor tim
 }
 
 // ReclaimExpired implements broker.Store.
-func (s *Store) ReclaimExpired(ctx context.Context, now time.Time) (int, error) {
-	args := pgx.NamedArgs{"now": now}
+func (s *Store) ReclaimExpired(ctx context.Context, now time.Time, grace time.Duration) (int, error) {
+	args := pgx.NamedArgs{"now": now, "grace": grace}
 	total := 0
 	for _, sql := range []string{expireLeases, reclaimSeats} {
 		rows, _ := s.pool.Query(ctx, sql, args)
@@ -453,7 +458,7 @@ func scanSeatWith(row pgx.CollectableRow, extra ...any) (broker.Seat, error) {
 	)
 	dest := []any{&seat.Connection, &seat.Slot, &state, &seat.SessionID, &opened, &lastUsed, &tokenExpire,
 		&seat.Credentials, &seat.CredentialsKeyID, &seat.HasRefreshToken, &seat.LeaseID, &leaseAcquired, &leaseExpire,
-		&reclaim, &seat.SignOutAttempts}
+		&reclaim, &seat.SignOutAttempts, &seat.TokenStale}
 	err := row.Scan(append(dest, extra...)...)
 	if len(extra) == 1 {
 		if holder, ok := extra[0].(*string); ok {
@@ -550,4 +555,46 @@ func unavailable(err error) error {
 		RetryAfter: time.Second,
 		Cause:      err,
 	}
+}
+
+// BackOffSignIns implements broker.Store.
+func (s *Store) BackOffSignIns(ctx context.Context, connection string, initial, max time.Duration, now time.Time) (time.Time, error) {
+	var until time.Time
+	err := s.pool.QueryRow(ctx, backOffSignIns, pgx.NamedArgs{
+		"connection": connection, "initial": initial, "max": max, "now": now,
+	}).Scan(&until)
+	return until, interpret(err)
+}
+
+// ClaimProbes implements broker.Store.
+func (s *Store) ClaimProbes(ctx context.Context, now time.Time) ([]string, error) {
+	rows, _ := s.pool.Query(ctx, claimProbes, pgx.NamedArgs{"now": now})
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return names, interpret(err)
+}
+
+// ClaimProbeSeat implements broker.Store.
+func (s *Store) ClaimProbeSeat(ctx context.Context, p broker.AcquireSeatParams) (*broker.Seat, error) {
+	rows, _ := s.pool.Query(ctx, claimProbeSeat, pgx.NamedArgs{
+		"connection": p.Connection,
+		"lease_id":   p.LeaseID,
+		"holder":     p.Holder,
+		"lease_ttl":  p.LeaseTTL,
+		"reclaim_at": p.SignInReclaimAt,
+		"now":        p.Now,
+	})
+	return collectSeat(rows)
+}
+
+// EndSignInBackoff implements broker.Store.
+func (s *Store) EndSignInBackoff(ctx context.Context, connection string) error {
+	_, err := s.pool.Exec(ctx, endSignInBackoff, pgx.NamedArgs{"connection": connection})
+	return interpret(err)
+}
+
+// OpenSessions implements broker.Store.
+func (s *Store) OpenSessions(ctx context.Context, connection string) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, openSessions, pgx.NamedArgs{"connection": connection}).Scan(&n)
+	return n, interpret(err)
 }
