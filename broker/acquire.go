@@ -110,8 +110,8 @@ func (b *Broker) acquireOnce(ctx context.Context, p AcquireParams, waited *time.
 	if b.quota != nil {
 		quota = b.quota(p.Holder, conn.Name)
 	}
-	b.wake.register(conn.Name)
-	defer b.wake.unregister(conn.Name)
+	b.wake.register(conn.Name, leaseID)
+	defer b.wake.unregister(conn.Name, leaseID)
 	seat, _, err := b.store.AcquireSeat(ctx, AcquireSeatParams{
 		Connection:      conn.Name,
 		LeaseID:         leaseID,
@@ -122,7 +122,7 @@ func (b *Broker) acquireOnce(ctx context.Context, p AcquireParams, waited *time.
 		Quota:           quota,
 		NoWait:          conn.MaxWait <= 0,
 		MaxQueue:        conn.MaxQueue,
-		WaitExpireAt:    now.Add(waitBound(ctx, conn.MaxWait)),
+		WaitExpireAt:    now.Add(min(waitBound(ctx, conn.MaxWait), waiterLiveness)),
 		Now:             now,
 	})
 	switch {
@@ -132,7 +132,7 @@ func (b *Broker) acquireOnce(ctx context.Context, p AcquireParams, waited *time.
 		return nil, withConnection(err, conn.Name)
 	case seat == nil:
 		start := time.Now()
-		seat, err = b.wait(ctx, conn, leaseID)
+		seat, err = b.wait(ctx, conn, leaseID, ttl)
 		*waited += time.Since(start)
 		if err != nil {
 			return nil, err
@@ -199,9 +199,9 @@ func leaseTTL(conn *Connection, requested time.Duration) (time.Duration, error) 
 // Acumatica's idle timeout, plus the grace for requests in flight.
 func (b *Broker) sessionEndsAfter(conn *Connection) time.Duration {
 	if !conn.OfflineAccess {
-		return conn.TokenLifetime + b.grace
+		return conn.TokenLifetime + conn.grace()
 	}
-	return conn.IdleTimeout + b.grace
+	return conn.IdleTimeout + conn.grace()
 }
 
 // waitBound is how long an acquire may wait: the connection's maximum wait,
@@ -222,8 +222,30 @@ func withConnection(err error, connection string) error {
 	return err
 }
 
+// Waiter heartbeats. A replica extends its waiters' rows every
+// waiterHeartbeat; a row not extended for waiterLiveness belongs to a replica
+// that died (or stalls), and gets no seat until it is extended again.
+const (
+	waiterHeartbeat = 250 * time.Millisecond
+	waiterLiveness  = time.Second
+)
+
+// claimGrant extends a lease granted to a waiter, which lasts only
+// GrantClaimWithin, to the TTL its acquire asked for. A seat granted for a
+// sign-in gets its TTL when the sign-in completes.
+func (b *Broker) claimGrant(ctx context.Context, seat *Seat, ttl time.Duration) (*Seat, error) {
+	if seat.State != SeatLeased {
+		return seat, nil
+	}
+	renewed, err := b.store.RenewLease(ctx, seat.LeaseID, ttl, b.clock.Now())
+	if err != nil {
+		return nil, b.leaseStoreError(ctx, seat.LeaseID, err)
+	}
+	return renewed, nil
+}
+
 // wait waits for a seat to be granted to the queued lease leaseID.
-func (b *Broker) wait(ctx context.Context, conn *Connection, leaseID string) (*Seat, error) {
+func (b *Broker) wait(ctx context.Context, conn *Connection, leaseID string, ttl time.Duration) (*Seat, error) {
 	waitCtx, cancel := context.WithTimeout(ctx, conn.MaxWait)
 	defer cancel()
 
@@ -239,7 +261,7 @@ func (b *Broker) wait(ctx context.Context, conn *Connection, leaseID string) (*S
 		}
 		seat, err := b.store.SeatByLease(waitCtx, leaseID)
 		if err == nil {
-			return seat, nil
+			return b.claimGrant(ctx, seat, ttl)
 		}
 		if !errors.Is(err, ErrNotFound) && waitCtx.Err() == nil {
 			return nil, errors.Join(err, b.giveUp(ctx, leaseID))

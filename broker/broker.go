@@ -40,6 +40,9 @@ type Connection struct {
 	// LoginLimitMaxBackoff. Defaults 5s and 5m.
 	LoginLimitBackoff    time.Duration
 	LoginLimitMaxBackoff time.Duration
+	// RequestTimeout bounds each request to Acumatica. Default: the
+	// broker's Config.SignInTimeout.
+	RequestTimeout time.Duration
 	// MaxQueue caps how many acquires may wait for a seat; further ones
 	// fail at once with ReasonQueueFull. Zero means no cap.
 	MaxQueue int
@@ -63,7 +66,8 @@ type Config struct {
 	// MaintenanceInterval is how often expired leases, stale seats and
 	// pending sign-outs are handled. Default 1s.
 	MaintenanceInterval time.Duration
-	// SignInTimeout bounds one sign-in or refresh request. Default 30s.
+	// SignInTimeout is the default of Connection.RequestTimeout. Default
+	// 30s.
 	SignInTimeout time.Duration
 	// Quota returns how many leases (active or queued) a holder may have
 	// on a connection at once; zero means no cap. Nil caps nobody.
@@ -82,12 +86,10 @@ type Broker struct {
 	pollInterval  time.Duration
 	maintInterval time.Duration
 	signInTimeout time.Duration
-	// grace is added to every moment at which a session "has certainly
-	// ended" at Acumatica: a request sent at the last moment may reach
-	// Acumatica up to one request timeout later.
-	grace         time.Duration
-	quota         func(holder, connection string) int
-	wake          *wakeHub
+	// grace is the largest of the connections' grace periods.
+	grace time.Duration
+	quota func(holder, connection string) int
+	wake  *wakeHub
 	// admin supports the admin methods (admin.go).
 	admin adminState
 
@@ -112,7 +114,6 @@ func New(cfg Config) (*Broker, error) {
 		maintInterval: orDefault(cfg.MaintenanceInterval, time.Second),
 		signInTimeout: orDefault(cfg.SignInTimeout, 30*time.Second),
 		quota:         cfg.Quota,
-		grace:         orDefault(cfg.SignInTimeout, 30*time.Second) + time.Second,
 		wake:          newWakeHub(),
 	}
 	if b.clock == nil {
@@ -132,6 +133,8 @@ func New(cfg Config) (*Broker, error) {
 		if err := validateConnection(&c); err != nil {
 			return nil, err
 		}
+		c.RequestTimeout = orDefault(c.RequestTimeout, b.signInTimeout)
+		b.grace = max(b.grace, c.grace())
 		if _, dup := b.connections[c.Name]; dup {
 			return nil, fmt.Errorf("broker: connection %q configured twice", c.Name)
 		}
@@ -140,6 +143,11 @@ func New(cfg Config) (*Broker, error) {
 	b.initAdmin(cfg.Store)
 	return b, nil
 }
+
+// grace is added to every moment at which a session of the connection "has
+// certainly ended" at Acumatica: a request sent at the last moment may
+// reach Acumatica up to one request timeout later.
+func (c *Connection) grace() time.Duration { return c.RequestTimeout + time.Second }
 
 func validateConnection(c *Connection) error {
 	switch {
@@ -182,9 +190,10 @@ func (b *Broker) Start(ctx context.Context) error {
 	b.done = make(chan struct{})
 	ready := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); b.listen(runCtx, ready) }()
 	go func() { defer wg.Done(); b.maintain(runCtx) }()
+	go func() { defer wg.Done(); b.heartbeat(runCtx) }()
 	go func() { wg.Wait(); close(b.done) }()
 
 	select {
@@ -253,6 +262,25 @@ func (b *Broker) listen(ctx context.Context, ready chan struct{}) {
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// heartbeat keeps this replica's waiters alive in the queue. Waiters whose
+// replica stops (a crash) expire within waiterLiveness and get no seat.
+func (b *Broker) heartbeat(ctx context.Context) {
+	ticker := time.NewTicker(waiterHeartbeat)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		ids := b.wake.leaseIDs()
+		if err := b.store.ExtendWaiters(ctx, ids, b.clock.Now().Add(waiterLiveness)); err != nil && ctx.Err() == nil {
+			b.logger.WarnContext(ctx, "extending waiters failed; they may lose their place if it keeps failing",
+				"waiters", len(ids), "err", err)
+		}
 	}
 }
 

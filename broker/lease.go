@@ -186,9 +186,9 @@ func (b *Broker) leaseGone(ctx context.Context, leaseID string) error {
 // until now).
 func (b *Broker) reclaimAt(conn *Connection, seat *Seat, now time.Time) time.Time {
 	if !seat.HasRefreshToken && !seat.TokenExpireAt.IsZero() {
-		return seat.TokenExpireAt.Add(b.grace)
+		return seat.TokenExpireAt.Add(conn.grace())
 	}
-	return now.Add(conn.IdleTimeout + b.grace)
+	return now.Add(conn.IdleTimeout + conn.grace())
 }
 
 // signIn signs in for a seat the lease holds in state signing_in and
@@ -210,7 +210,7 @@ func (b *Broker) signIn(ctx context.Context, conn *Connection, seat *Seat, ttl t
 		ttl = conn.DefaultLeaseTTL
 	}
 
-	signCtx, cancel := context.WithTimeout(bg, b.signInTimeout)
+	signCtx, cancel := context.WithTimeout(bg, conn.RequestTimeout)
 	start := time.Now()
 	tok, err := conn.ERP.PasswordGrant(signCtx)
 	b.observer.SignedIn(conn.Name, time.Since(start), err)
@@ -333,7 +333,7 @@ func (b *Broker) rotateStale(ctx context.Context, conn *Connection, seat *Seat, 
 // revoke revokes an access token that no holder may use any more. Failure
 // is logged, not returned: the session itself is already in order.
 func (b *Broker) revoke(ctx context.Context, conn *Connection, accessToken string) {
-	revokeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.signInTimeout)
+	revokeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), conn.RequestTimeout)
 	defer cancel()
 	if err := conn.ERP.Revoke(revokeCtx, accessToken, "access_token"); err != nil {
 		b.logger.WarnContext(ctx, "revoking a replaced access token failed; it stays valid until it expires",
@@ -346,7 +346,7 @@ func (b *Broker) refresh(ctx context.Context, conn *Connection, seat *Seat, cred
 	now := b.clock.Now()
 
 	bg := context.WithoutCancel(ctx)
-	refreshCtx, cancel := context.WithTimeout(bg, b.signInTimeout)
+	refreshCtx, cancel := context.WithTimeout(bg, conn.RequestTimeout)
 	start := time.Now()
 	tok, err := conn.ERP.Refresh(refreshCtx, creds.RefreshToken)
 	b.observer.Refreshed(conn.Name, time.Since(start), err)
@@ -400,7 +400,7 @@ func (b *Broker) refresh(ctx context.Context, conn *Connection, seat *Seat, cred
 func (b *Broker) replaceSession(ctx context.Context, conn *Connection, seat *Seat, creds SessionCredentials) (*Grant, error) {
 	bg := context.WithoutCancel(ctx)
 	now := b.clock.Now()
-	apiOnlyExpired := !seat.HasRefreshToken && seat.TokenExpireAt.Add(b.grace).Before(now)
+	apiOnlyExpired := !seat.HasRefreshToken && seat.TokenExpireAt.Add(conn.grace()).Before(now)
 	if !apiOnlyExpired {
 		err := errors.New("the access token has expired and cannot be refreshed")
 		if seat.TokenExpireAt.After(now) {
@@ -411,7 +411,7 @@ func (b *Broker) replaceSession(ctx context.Context, conn *Connection, seat *Sea
 				LeaseID:       seat.LeaseID,
 				State:         LeaseFailed,
 				SignOutReason: "session cannot be refreshed",
-				ReclaimAt:     now.Add(conn.IdleTimeout + b.grace),
+				ReclaimAt:     now.Add(conn.IdleTimeout + conn.grace()),
 				Now:           now,
 			})
 			if serr != nil {
@@ -474,7 +474,7 @@ func (b *Broker) usableForSignOut(ctx context.Context, conn *Connection, seat *S
 	if seat.TokenExpireAt.After(b.clock.Now()) || creds.RefreshToken == "" {
 		return creds, nil
 	}
-	refreshCtx, cancel := context.WithTimeout(ctx, b.signInTimeout)
+	refreshCtx, cancel := context.WithTimeout(ctx, conn.RequestTimeout)
 	defer cancel()
 	start := time.Now()
 	tok, err := conn.ERP.Refresh(refreshCtx, creds.RefreshToken)
@@ -489,7 +489,7 @@ func (b *Broker) usableForSignOut(ctx context.Context, conn *Connection, seat *S
 
 // erpSignOut sends one sign-out request to Acumatica.
 func (b *Broker) erpSignOut(ctx context.Context, conn *Connection, creds SessionCredentials) error {
-	signCtx, cancel := context.WithTimeout(ctx, b.signInTimeout)
+	signCtx, cancel := context.WithTimeout(ctx, conn.RequestTimeout)
 	defer cancel()
 	start := time.Now()
 	err := conn.ERP.SignOut(signCtx, acumatica.SessionCredentials{AccessToken: creds.AccessToken, Cookies: creds.Cookies})

@@ -5,6 +5,11 @@ import (
 	"time"
 )
 
+// GrantClaimWithin bounds how long a seat granted to a waiter stays held
+// before the waiter picks it up. A waiter whose replica died meanwhile holds
+// the seat no longer than this.
+const GrantClaimWithin = 2 * time.Second
+
 // SeatState is the state of one seat of a connection's budget.
 type SeatState string
 
@@ -91,7 +96,8 @@ type AcquireSeatParams struct {
 	NoWait bool
 	// MaxQueue caps the connection's queue; zero means no cap.
 	MaxQueue int
-	// WaitExpireAt is when a queued acquire gives up.
+	// WaitExpireAt is when a queued acquire is taken for dead unless its
+	// replica extends it.
 	WaitExpireAt time.Time
 	Now          time.Time
 }
@@ -161,9 +167,15 @@ type Store interface {
 	// waiter is gone because a seat was granted to it meanwhile.
 	Dequeue(ctx context.Context, leaseID string) (bool, error)
 
-	// Dispatch grants free seats of a connection to its oldest waiters and
-	// returns how many it granted.
+	// Dispatch grants free seats of a connection to its oldest live
+	// waiters (expire_at after now) and returns how many it granted. A
+	// granted lease lasts GrantClaimWithin, or its TTL if shorter, until
+	// its waiter picks it up and renews it.
 	Dispatch(ctx context.Context, connection string, now time.Time) (int, error)
+
+	// ExtendWaiters moves the expiry of the waiters with these lease ids,
+	// the heartbeat of a replica's waiters.
+	ExtendWaiters(ctx context.Context, leaseIDs []string, expireAt time.Time) error
 
 	// SeatByLease returns the seat a lease holds, or ErrNotFound.
 	SeatByLease(ctx context.Context, leaseID string) (*Seat, error)

@@ -11,24 +11,48 @@ type wakeHub struct {
 	channels map[string]chan struct{}
 	// waiters counts the waiters of each connection on this replica.
 	waiters map[string]int
+	// leases holds the lease ids of this replica's acquires in progress,
+	// whose waiter rows it keeps alive.
+	leases map[string]struct{}
 }
 
 func newWakeHub() *wakeHub {
-	return &wakeHub{channels: make(map[string]chan struct{}), waiters: make(map[string]int)}
+	return &wakeHub{
+		channels: make(map[string]chan struct{}),
+		waiters:  make(map[string]int),
+		leases:   make(map[string]struct{}),
+	}
 }
 
-func (h *wakeHub) register(connection string) {
+// register counts a waiter of connection. A waiter with a lease id in the
+// queue has its row kept alive by the heartbeat; pass "" for none.
+func (h *wakeHub) register(connection, leaseID string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.waiters[connection]++
+	if leaseID != "" {
+		h.leases[leaseID] = struct{}{}
+	}
 }
 
-func (h *wakeHub) unregister(connection string) {
+func (h *wakeHub) unregister(connection, leaseID string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.waiters[connection]--; h.waiters[connection] <= 0 {
 		delete(h.waiters, connection)
 	}
+	delete(h.leases, leaseID)
+}
+
+// leaseIDs returns the lease ids of this replica's acquires in progress.
+func (h *wakeHub) leaseIDs() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ids := make([]string, 0, len(h.leases))
+	for id := range h.leases {
+		ids = append(ids, id)
+	}
+	return ids
 }
 
 func (h *wakeHub) hasWaiters(connection string) bool {

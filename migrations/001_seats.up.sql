@@ -106,8 +106,9 @@ CREATE TABLE waiters (
     request_id  text NOT NULL DEFAULT '',
     lease_ttl   interval NOT NULL,
     enqueued_at timestamptz NOT NULL DEFAULT now(),
-    -- After this the waiter has given up (or its replica died); the
-    -- maintenance loop deletes it.
+    -- The waiter's replica pushes this forward every few seconds while the
+    -- waiter waits. Past it the waiter's replica has died: it gets no seat,
+    -- and the maintenance loop deletes it.
     expire_at   timestamptz NOT NULL
 );
 

@@ -103,7 +103,7 @@ const dequeue = `DELETE FROM waiters WHERE lease_id = @lease_id`
 // waiter's row goes, and the seat takes its lease, in one statement.
 const dispatchOne = `
 WITH waiter AS (
-	SELECT id FROM waiters WHERE connection = @connection
+	SELECT id FROM waiters WHERE connection = @connection AND expire_at > @now
 	ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
 ), seat AS (
 	SELECT connection, slot, state FROM seats
@@ -120,7 +120,7 @@ WITH waiter AS (
 		state = CASE WHEN seat.state = 'idle' THEN 'leased' ELSE 'signing_in' END,
 		lease_id = g.lease_id,
 		lease_acquired_at = @now,
-		lease_expire_at = @now::timestamptz + g.lease_ttl,
+		lease_expire_at = @now::timestamptz + least(g.lease_ttl, @claim_within::interval),
 		reclaim_at = NULL,
 		last_used_at = CASE WHEN seat.state = 'idle' THEN @now ELSE s.last_used_at END,
 		updated_at = @now
@@ -263,7 +263,11 @@ WITH due AS (
 )
 SELECT pg_notify('` + notifyChannel + `', connection) FROM (SELECT DISTINCT connection FROM freed) f`
 
-const expireWaiters = `DELETE FROM waiters WHERE expire_at <= @now`
+// expireWaiters deletes waiters whose replica stopped extending them a while
+// ago; a waiter only briefly late keeps its place.
+const expireWaiters = `DELETE FROM waiters WHERE expire_at + interval '30 seconds' <= @now`
+
+const extendWaiters = `UPDATE waiters SET expire_at = @expire_at WHERE lease_id = ANY(@lease_ids::uuid[])`
 
 const signOutIdle = `
 WITH due AS (

@@ -156,7 +156,9 @@ type querier interface {
 func dispatch(ctx context.Context, q querier, connection string, now time.Time) (int, error) {
 	granted := 0
 	for {
-		tag, err := q.Exec(ctx, dispatchOne, pgx.NamedArgs{"connection": connection, "now": now})
+		tag, err := q.Exec(ctx, dispatchOne, pgx.NamedArgs{
+			"connection": connection, "now": now, "claim_within": broker.GrantClaimWithin,
+		})
 		if err != nil {
 			return granted, interpret(err)
 		}
@@ -165,6 +167,15 @@ func dispatch(ctx context.Context, q querier, connection string, now time.Time) 
 		}
 		granted++
 	}
+}
+
+// ExtendWaiters implements broker.Store.
+func (s *Store) ExtendWaiters(ctx context.Context, leaseIDs []string, expireAt time.Time) error {
+	if len(leaseIDs) == 0 {
+		return nil
+	}
+	_, err := s.pool.Exec(ctx, extendWaiters, pgx.NamedArgs{"lease_ids": leaseIDs, "expire_at": expireAt})
+	return interpret(err)
 }
 
 // DispatchAll implements broker.Store.
