@@ -33,7 +33,8 @@ type Lease struct {
 	ExpireAt   time.Time
 }
 
-// Credentials are what a lease holder sends to Acumatica.
+// Credentials is the access token, cookies and site URL that a lease
+// holder sends to Acumatica.
 type Credentials struct {
 	AccessToken string
 	TokenType   string
@@ -223,8 +224,8 @@ func withConnection(err error, connection string) error {
 }
 
 // Waiter heartbeats. A replica extends its waiters' rows every
-// waiterHeartbeat; a row not extended for waiterLiveness belongs to a replica
-// that died (or stalls), and gets no seat until it is extended again.
+// waiterHeartbeat. A row not extended for waiterLiveness belongs to a replica
+// that died or stalls, so it gets no seat until it is extended again.
 const (
 	waiterHeartbeat = 250 * time.Millisecond
 	waiterLiveness  = time.Second

@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// Clock tells the time. The broker judges every expiry by it.
+// Clock is the source of the current time. The broker judges every expiry
+// by it.
 type Clock interface{ Now() time.Time }
 
 type realClock struct{}
@@ -70,7 +71,7 @@ type Config struct {
 	// 30s.
 	SignInTimeout time.Duration
 	// Quota returns how many leases (active or queued) a holder may have
-	// on a connection at once; zero means no cap. Nil caps nobody.
+	// on a connection at once; zero means no cap. A nil Quota sets no cap.
 	Quota func(holder, connection string) int
 }
 

@@ -339,8 +339,14 @@ func TestLoginLimitProbesWithBackoff(t *testing.T) {
 		{20 * time.Second, 3}, {20 * time.Second, 4},
 	}
 	for i, step := range wantAfter {
+		before := refused()
 		emu.Advance(step.advance)
-		time.Sleep(400 * time.Millisecond)
+		if step.refused > before {
+			waitFor(t, fmt.Sprintf("step %d: probe %d", i, step.refused), func() bool { return refused() >= step.refused })
+		}
+		// Give the three replicas' maintenance passes time to probe again,
+		// which they must not.
+		time.Sleep(500 * time.Millisecond)
 		if got := refused(); got != step.refused {
 			t.Fatalf("step %d: refused sign-ins = %d, want %d", i, got, step.refused)
 		}
