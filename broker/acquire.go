@@ -257,7 +257,8 @@ func (b *Broker) wait(ctx context.Context, conn *Connection, leaseID string, ttl
 		woken := b.wake.wait(conn.Name)
 		if dispatch {
 			if _, err := b.store.Dispatch(waitCtx, conn.Name, b.clock.Now()); err != nil && waitCtx.Err() == nil {
-				b.logger.WarnContext(ctx, "dispatch failed; retrying at the next poll", "connection", conn.Name, "err", err)
+				b.logger.WarnContext(ctx, "dispatch failed; retrying at the next poll", "connection", conn.Name,
+					"lease_id", leaseID, "err", err)
 			}
 		}
 		seat, err := b.store.SeatByLease(waitCtx, leaseID)

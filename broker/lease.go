@@ -352,14 +352,14 @@ func (b *Broker) refresh(ctx context.Context, conn *Connection, seat *Seat, cred
 	b.observer.Refreshed(conn.Name, time.Since(start), err)
 	cancel()
 	if errors.Is(err, acumatica.ErrInvalidGrant) {
-		b.logger.WarnContext(ctx, "refresh token rejected; replacing the session", "connection", conn.Name,
+		b.logger.WarnContext(ctx, "refresh token rejected; replacing the session", "connection", conn.Name, "lease_id", seat.LeaseID,
 			"session_id", seat.SessionID, "err", err)
 		return b.replaceSession(ctx, conn, seat, creds)
 	}
 	if err != nil {
 		if seat.TokenExpireAt.After(now) {
 			// The current token still works; refresh at the next renew.
-			b.logger.WarnContext(ctx, "refresh failed; handing out the current token", "connection", conn.Name,
+			b.logger.WarnContext(ctx, "refresh failed; handing out the current token", "connection", conn.Name, "lease_id", seat.LeaseID,
 				"session_id", seat.SessionID, "err", err)
 			return b.grant(conn, seat, creds, false), nil
 		}
@@ -387,7 +387,8 @@ func (b *Broker) refresh(ctx context.Context, conn *Connection, seat *Seat, cred
 	if err != nil {
 		return nil, b.leaseStoreError(bg, leaseID, err)
 	}
-	b.logger.InfoContext(ctx, "refreshed access token", "connection", conn.Name, "session_id", seat.SessionID)
+	b.logger.InfoContext(ctx, "refreshed access token", "connection", conn.Name, "session_id", seat.SessionID,
+		"lease_id", leaseID)
 	return b.grant(conn, seat, fresh, true), nil
 }
 
@@ -415,7 +416,8 @@ func (b *Broker) replaceSession(ctx context.Context, conn *Connection, seat *Sea
 				Now:           now,
 			})
 			if serr != nil {
-				b.logger.ErrorContext(ctx, "recording a pending sign-out failed", "session_id", seat.SessionID, "err", serr)
+				b.logger.ErrorContext(ctx, "recording a pending sign-out failed", "connection", conn.Name,
+					"session_id", seat.SessionID, "lease_id", seat.LeaseID, "err", serr)
 			}
 			return nil, erpError(conn, "sign-out of a session that cannot be refreshed", err)
 		}
@@ -449,7 +451,8 @@ func (b *Broker) signOutSeat(ctx context.Context, conn *Connection, seat *Seat) 
 	if err != nil {
 		next := now.Add(signOutBackoff(seat.SignOutAttempts))
 		if rerr := b.store.RetrySignOutAt(bg, seat.Connection, seat.Slot, seat.SessionID, next); rerr != nil {
-			b.logger.ErrorContext(ctx, "scheduling a sign-out retry failed", "session_id", seat.SessionID, "err", rerr)
+			b.logger.ErrorContext(ctx, "scheduling a sign-out retry failed", "connection", conn.Name,
+				"session_id", seat.SessionID, "err", rerr)
 		}
 		b.logger.WarnContext(ctx, "sign-out failed; will retry", "connection", conn.Name, "session_id", seat.SessionID,
 			"attempt", seat.SignOutAttempts+1, "retry_at", next, "err", err)
@@ -457,7 +460,8 @@ func (b *Broker) signOutSeat(ctx context.Context, conn *Connection, seat *Seat) 
 		return false
 	}
 	if err := b.store.FinishSignOut(bg, seat.Connection, seat.Slot, seat.SessionID, now); err != nil {
-		b.logger.ErrorContext(ctx, "recording a sign-out failed; it is retried", "session_id", seat.SessionID, "err", err)
+		b.logger.ErrorContext(ctx, "recording a sign-out failed; it is retried", "connection", conn.Name,
+			"session_id", seat.SessionID, "err", err)
 		return false
 	}
 	b.logger.InfoContext(ctx, "signed out", "connection", conn.Name, "session_id", seat.SessionID)
