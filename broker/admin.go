@@ -1,15 +1,10 @@
 package broker
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,7 +23,7 @@ const (
 	// MaxAdminReasonLength bounds, in bytes, the reason an operator gives.
 	MaxAdminReasonLength = 256
 	// DefaultDrainWait is how long a drain waits for lease holders when the
-	// caller does not say.
+	// request sets no wait.
 	DefaultDrainWait = time.Minute
 	// MaxDrainWait bounds DrainParams.WaitTimeout.
 	MaxDrainWait = time.Hour
@@ -44,11 +39,14 @@ const (
 	// forcedSignOutClaim is how long a forced sign-out owns its first
 	// attempt before the maintenance loop of any replica may retry it.
 	forcedSignOutClaim = time.Minute
+	// drainPollInterval is how often a drain checks whether the lease
+	// holders have released.
+	drainPollInterval = 100 * time.Millisecond
 	// pausedRetryAfter is the RetryInfo delay of CONNECTION_PAUSED.
 	pausedRetryAfter = 5 * time.Second
 )
 
-// AuditAction is what an audit event records.
+// AuditAction is the kind of action an audit event records.
 type AuditAction string
 
 // Audit actions.
@@ -187,9 +185,9 @@ type ForcedSeat struct {
 	RevokedHolder  string
 }
 
-// AdminStore is what the admin methods need from the store beyond Store.
-// store.Store implements it; a Broker whose Config.Store does not returns
-// an internal error from every admin method.
+// AdminStore is the part of the store that only the admin methods use.
+// store.Store implements it. A Broker whose Config.Store does not returns an
+// internal error from every admin method.
 type AdminStore interface {
 	// ConnectionStats returns the figures of each named connection that
 	// has a row in the store, sorted by name. now decides which waiters
@@ -221,7 +219,7 @@ type AdminStore interface {
 }
 
 // PausedError returns the error of an acquire on a paused connection. The
-// store returns it from ClaimSeat.
+// store returns it from AcquireSeat.
 func PausedError(connection string) *Error {
 	return &Error{
 		Reason: ReasonConnectionPaused,
@@ -358,7 +356,7 @@ type ConnectionStatus struct {
 	MaxLeaseTTL     time.Duration
 	MaxWait         time.Duration
 	// OldestWait is how long the oldest waiter has waited by the broker's
-	// clock; zero when nobody waits.
+	// clock; zero when no caller waits.
 	OldestWait time.Duration
 	Counters   ConnectionCounters
 }
@@ -430,8 +428,8 @@ type ListSessionsParams struct {
 	// is SeatIdle, SeatLeased or SeatSigningOut.
 	Connection string
 	State      SeatState
-	// PageSize is the most sessions to return: zero for DefaultPageSize,
-	// cut to MaxPageSize.
+	// PageSize is the maximum number of sessions to return: zero for
+	// DefaultPageSize, cut to MaxPageSize.
 	PageSize int
 	// PageToken is the NextPageToken of the previous page; empty for the
 	// first page.
@@ -470,6 +468,7 @@ func (b *Broker) ListSessions(ctx context.Context, p ListSessionsParams) (*Sessi
 	if err != nil {
 		return nil, err
 	}
+
 	cursor := pageCursor{Kind: cursorSessions, Connection: p.Connection, State: string(p.State)}
 	if p.PageToken != "" {
 		if cursor, err = decodePageToken(p.PageToken, cursor); err != nil {
@@ -486,6 +485,7 @@ func (b *Broker) ListSessions(ctx context.Context, p ListSessionsParams) (*Sessi
 	if err != nil {
 		return nil, err
 	}
+
 	page := &SessionPage{Sessions: rows}
 	if len(rows) > limit {
 		page.Sessions = rows[:limit]
@@ -533,647 +533,4 @@ func sessionNotFound(sessionID string) *Error {
 			"or the id is wrong; list the open sessions with ListSessions", sessionID),
 		Metadata: map[string]string{"session_id": sessionID},
 	}
-}
-
-// ForceSignOutParams are the inputs of ForceSignOut. Set exactly one of
-// SessionID and Connection.
-type ForceSignOutParams struct {
-	// SessionID signs out one session.
-	SessionID string
-	// Connection signs out every open session of a connection.
-	Connection string
-	// Actor is the caller identity, recorded in the audit events.
-	Actor string
-	// Reason is the operator's note, recorded in the audit events.
-	Reason string
-}
-
-// SignOutResult reports the forced sign-out of one session.
-type SignOutResult struct {
-	SessionID      string
-	Connection     string
-	PreviousState  SeatState
-	RevokedLeaseID string
-	Holder         string
-	// Confirmed is true when Acumatica confirmed the sign-out and the seat
-	// is free. Otherwise Error says why, and the seat stays counted while
-	// the maintenance loop retries the sign-out.
-	Confirmed bool
-	Error     string
-}
-
-// ForceSignOut signs out one session, or every open session of a
-// connection, at Acumatica, whether or not a caller holds it. The leases of
-// leased sessions are revoked, so their holders' next renew, release or
-// sign-out fails with ErrLeaseRevoked. Each session gets an audit event.
-// Seats still signing in have no session yet and are left alone.
-//
-// Errors: ErrInvalidArgument, ErrSessionNotFound, ErrConnectionNotFound,
-// ErrStoreUnavailable. A sign-out that Acumatica does not confirm is not an
-// error: its result says so.
-func (b *Broker) ForceSignOut(ctx context.Context, p ForceSignOutParams) ([]SignOutResult, error) {
-	if _, err := b.adminStore(); err != nil {
-		return nil, err
-	}
-	if err := validateAdminReason(p.Reason); err != nil {
-		return nil, err
-	}
-	event := AuditEvent{Actor: p.Actor, Action: AuditForceSignOut, Connection: p.Connection}
-	var conn *Connection
-	var err error
-	switch {
-	case p.SessionID != "" && p.Connection != "":
-		return nil, invalidArgument("session_id", "both session_id and connection are set; set session_id to sign out "+
-			"one session, or connection to sign out every session of a connection")
-	case p.SessionID != "":
-		event.SessionID = p.SessionID
-		var info *SessionInfo
-		if info, err = b.GetSession(ctx, p.SessionID); err == nil {
-			event.Connection, event.SessionID = info.Connection, info.SessionID
-			conn, err = b.connection(info.Connection)
-		}
-	case p.Connection != "":
-		conn, err = b.connection(p.Connection)
-	default:
-		return nil, invalidArgument("session_id", "neither session_id nor connection is set; set session_id to sign out "+
-			"one session, or connection to sign out every session of a connection")
-	}
-	if err != nil {
-		b.recordFailure(ctx, event, p.Reason, err)
-		return nil, err
-	}
-
-	results, err := b.forceSignOut(ctx, conn, event.SessionID)
-	if err != nil {
-		b.recordFailure(ctx, event, p.Reason, err)
-		return nil, err
-	}
-	b.recordSignOuts(ctx, p.Actor, p.Reason, results)
-	if event.SessionID != "" && len(results) == 0 {
-		// The session was signed out between the look-up and the claim.
-		return nil, sessionNotFound(event.SessionID)
-	}
-	return results, nil
-}
-
-// forceSignOut signs out the session sessionID of conn, or every open
-// session of conn when sessionID is empty. It runs to the end even when ctx
-// is cancelled: the seats are already committed to signing_out.
-func (b *Broker) forceSignOut(ctx context.Context, conn *Connection, sessionID string) ([]SignOutResult, error) {
-	bg := context.WithoutCancel(ctx)
-	now := b.clock.Now()
-	seats, err := b.admin.store.BeginForcedSignOut(bg, ForcedSignOutParams{
-		Connection:    conn.Name,
-		SessionID:     sessionID,
-		IdleTimeout:   conn.IdleTimeout,
-		NextAttemptAt: now.Add(forcedSignOutClaim),
-		Now:           now,
-	})
-	if err != nil {
-		return nil, err
-	}
-	for i := range seats {
-		if s := &seats[i]; s.RevokedLeaseID != "" {
-			b.observer.LeaseEnded(conn.Name, LeaseRevoked, now.Sub(s.LeaseAcquiredAt))
-			b.logger.InfoContext(ctx, "revoked a lease for a forced sign-out", "connection", conn.Name,
-				"session_id", s.SessionID, "lease_id", s.RevokedLeaseID, "holder", s.RevokedHolder)
-		}
-	}
-
-	results := make([]SignOutResult, len(seats))
-	slots := make(chan struct{}, forcedSignOutParallel)
-	var wg sync.WaitGroup
-	for i := range seats {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			results[i] = b.signOutForced(bg, conn, &seats[i])
-		})
-	}
-	wg.Wait()
-	return results, nil
-}
-
-// signOutForced signs out a seat that BeginForcedSignOut moved to
-// signing_out, the same way as every other sign-out (signOutSeat), and
-// reports the outcome.
-func (b *Broker) signOutForced(ctx context.Context, conn *Connection, seat *ForcedSeat) SignOutResult {
-	res := SignOutResult{
-		SessionID:      seat.SessionID,
-		Connection:     seat.Connection,
-		PreviousState:  seat.PreviousState,
-		RevokedLeaseID: seat.RevokedLeaseID,
-		Holder:         seat.RevokedHolder,
-	}
-	failure := &forcedSignOutFailure{}
-	if b.signOutSeat(context.WithValue(ctx, forcedSignOutKey{}, failure), conn, &seat.Seat) {
-		b.logger.InfoContext(ctx, "signed out by an operator", "connection", conn.Name, "session_id", seat.SessionID)
-		res.Confirmed = true
-		return res
-	}
-	if failure.err != nil {
-		res.Error = fmt.Sprintf("Acumatica did not confirm the sign-out (%s); the broker retries it in the background",
-			erpError(conn, "sign-out", failure.err).Reason)
-	} else {
-		res.Error = "the sign-out is not confirmed; the broker retries it in the background and logs the cause"
-	}
-	return res
-}
-
-// forcedSignOutKey marks the context of a forced sign-out. Its value, a
-// *forcedSignOutFailure, receives the error of a failed attempt, which the
-// forced sign-out reports in its result and audit event instead of a
-// separate AuditSignOutFailed event.
-type forcedSignOutKey struct{}
-
-type forcedSignOutFailure struct{ err error }
-
-// PauseParams are the inputs of PauseConnection.
-type PauseParams struct {
-	Connection string
-	// Actor is the caller identity, recorded with the pause.
-	Actor string
-	// Reason is the operator's note, recorded with the pause.
-	Reason string
-}
-
-// PauseConnection stops a connection from granting leases on every replica:
-// the store's claim and dispatch skip paused connections, and an acquire
-// fails with ErrConnectionPaused. Leases already held continue. Pausing a
-// paused connection keeps the first pause's time, actor and reason.
-//
-// Errors: ErrInvalidArgument, ErrConnectionNotFound, ErrStoreUnavailable.
-func (b *Broker) PauseConnection(ctx context.Context, p PauseParams) (*ConnectionStatus, error) {
-	if err := validateAdminReason(p.Reason); err != nil {
-		return nil, err
-	}
-	return b.setPaused(ctx, AuditPauseConnection, SetPausedParams{
-		Connection: p.Connection, Paused: true, By: p.Actor, Reason: p.Reason,
-	})
-}
-
-// ResumeParams are the inputs of ResumeConnection.
-type ResumeParams struct {
-	Connection string
-	// Actor is the caller identity, recorded in the audit event.
-	Actor string
-}
-
-// ResumeConnection lets a paused connection grant leases again, and grants
-// free seats to its waiters at once.
-//
-// Errors: ErrInvalidArgument, ErrConnectionNotFound, ErrStoreUnavailable.
-func (b *Broker) ResumeConnection(ctx context.Context, p ResumeParams) (*ConnectionStatus, error) {
-	status, err := b.setPaused(ctx, AuditResumeConnection, SetPausedParams{
-		Connection: p.Connection, Paused: false, By: p.Actor,
-	})
-	if err != nil {
-		return nil, err
-	}
-	if _, err := b.store.Dispatch(ctx, p.Connection, b.clock.Now()); err != nil {
-		b.logger.WarnContext(ctx, "granting seats to waiters after a resume failed; the maintenance loop retries",
-			"connection", p.Connection, "err", err)
-	}
-	return status, nil
-}
-
-func (b *Broker) setPaused(ctx context.Context, action AuditAction, p SetPausedParams) (*ConnectionStatus, error) {
-	st, err := b.adminStore()
-	if err != nil {
-		return nil, err
-	}
-	conn, err := b.connection(p.Connection)
-	if err != nil {
-		return nil, err
-	}
-	event := AuditEvent{Actor: p.By, Action: action, Connection: conn.Name}
-	p.Now = b.clock.Now()
-	changed, err := st.SetPaused(ctx, p)
-	if errors.Is(err, ErrNotFound) {
-		err = &Error{
-			Reason:   ReasonConnectionNotFound,
-			Message:  fmt.Sprintf("connection %q has no row in the database yet; retry once the broker has started", conn.Name),
-			Metadata: map[string]string{"connection": conn.Name},
-		}
-	}
-	if err != nil {
-		b.recordFailure(ctx, event, p.Reason, err)
-		return nil, err
-	}
-	var detail []string
-	if p.Reason != "" {
-		detail = append(detail, "reason: "+p.Reason)
-	}
-	if !changed {
-		detail = append(detail, "no change: the connection was already in this state")
-	}
-	event.Outcome, event.Detail = AuditSucceeded, strings.Join(detail, "; ")
-	b.recordAudit(ctx, event)
-	b.logger.InfoContext(ctx, string(action), "connection", conn.Name, "actor", p.By, "changed", changed)
-	return b.GetConnection(ctx, conn.Name)
-}
-
-// DrainParams are the inputs of DrainConnection.
-type DrainParams struct {
-	Connection string
-	// WaitTimeout is how long to wait for lease holders to release, from
-	// zero (revoke at once) to MaxDrainWait.
-	WaitTimeout time.Duration
-	// Actor is the caller identity, recorded with the pause and the audit
-	// events.
-	Actor string
-	// Reason is the operator's note.
-	Reason string
-}
-
-// DrainResult reports a drain.
-type DrainResult struct {
-	// Connection is the connection after the drain, paused.
-	Connection ConnectionStatus
-	// LeasesAtStart counts the live leases when the drain began.
-	LeasesAtStart int
-	// WaitTimeoutReached is true when leases were still held at the end of
-	// the wait and were revoked.
-	WaitTimeoutReached bool
-	Waited             time.Duration
-	// SignOuts has one result per session signed out.
-	SignOuts []SignOutResult
-}
-
-// DrainConnection pauses a connection, waits up to p.WaitTimeout for its
-// lease holders to release, then signs out every open session of the
-// connection, revoking the leases still held. Sign-ins in flight at that
-// point are waited for (up to the sign-in timeout) and their sessions
-// signed out too. The connection stays paused.
-//
-// When ctx ends during the wait, the drain stops waiting and still signs the
-// sessions out.
-//
-// Errors: ErrInvalidArgument, ErrConnectionNotFound, ErrStoreUnavailable.
-func (b *Broker) DrainConnection(ctx context.Context, p DrainParams) (*DrainResult, error) {
-	if p.WaitTimeout < 0 || p.WaitTimeout > MaxDrainWait {
-		return nil, invalidArgument("wait_timeout", "%s is outside 0s to %s; use a duration in that range", p.WaitTimeout, MaxDrainWait)
-	}
-	if err := validateAdminReason(p.Reason); err != nil {
-		return nil, err
-	}
-	pauseReason := "drain"
-	if p.Reason != "" {
-		pauseReason = "drain: " + p.Reason
-	}
-	status, err := b.setPaused(ctx, AuditPauseConnection, SetPausedParams{
-		Connection: p.Connection, Paused: true, By: p.Actor, Reason: pauseReason,
-	})
-	if err != nil {
-		return nil, err
-	}
-	conn := b.connections[status.Name]
-	bg := context.WithoutCancel(ctx)
-	event := AuditEvent{Actor: p.Actor, Action: AuditDrainConnection, Connection: conn.Name}
-
-	start := time.Now()
-	atStart, left, err := b.waitForHolders(ctx, conn, p.WaitTimeout)
-	if err != nil {
-		b.recordFailure(ctx, event, p.Reason, err)
-		return nil, err
-	}
-	res := &DrainResult{LeasesAtStart: atStart, WaitTimeoutReached: left > 0, Waited: time.Since(start)}
-	if res.SignOuts, err = b.drainSignOut(bg, conn); err != nil {
-		b.recordFailure(ctx, event, p.Reason, err)
-		return nil, err
-	}
-	b.recordSignOuts(bg, p.Actor, p.Reason, res.SignOuts)
-
-	final, err := b.GetConnection(bg, conn.Name)
-	if err != nil {
-		return nil, err
-	}
-	res.Connection = *final
-	event.Outcome, event.Detail = drainSummary(res, p.Reason)
-	b.recordAudit(bg, event)
-	b.logger.InfoContext(ctx, "drained a connection", "connection", conn.Name, "actor", p.Actor,
-		"leases_at_start", atStart, "wait_timeout_reached", res.WaitTimeoutReached, "sessions", len(res.SignOuts))
-	return res, nil
-}
-
-// waitForHolders waits until no lease of conn is live, or until timeout
-// passes or ctx ends. It returns the live leases at the start and at the
-// end. The store's notifications wake it when a seat is freed; it also
-// polls, in case a notification is lost.
-func (b *Broker) waitForHolders(ctx context.Context, conn *Connection, timeout time.Duration) (atStart, left int, err error) {
-	b.wake.register(conn.Name)
-	defer b.wake.unregister(conn.Name)
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	poll := time.NewTicker(b.pollInterval)
-	defer poll.Stop()
-
-	bg := context.WithoutCancel(ctx)
-	for first := true; ; first = false {
-		woken := b.wake.wait(conn.Name)
-		stats, err := b.connectionStats(bg, conn.Name)
-		if err != nil {
-			return atStart, 0, err
-		}
-		if first {
-			atStart = stats.ActiveLeases
-		}
-		if stats.ActiveLeases == 0 {
-			return atStart, 0, nil
-		}
-		select {
-		case <-woken:
-		case <-poll.C:
-		case <-deadline.C:
-			return atStart, stats.ActiveLeases, nil
-		case <-ctx.Done():
-			return atStart, stats.ActiveLeases, nil
-		}
-	}
-}
-
-// drainSignOut signs out every session of conn. A sign-in that was in flight
-// when the sign-outs began opens a leased session afterwards; it is waited
-// for, up to the sign-in timeout, and signed out in a second pass whose
-// results replace the first pass's for the same sessions.
-func (b *Broker) drainSignOut(ctx context.Context, conn *Connection) ([]SignOutResult, error) {
-	results, err := b.forceSignOut(ctx, conn, "")
-	if err != nil {
-		return nil, err
-	}
-	stats, err := b.connectionStats(ctx, conn.Name)
-	if err != nil || stats.ActiveLeases == 0 {
-		return results, err
-	}
-	if _, _, err := b.waitForHolders(ctx, conn, b.signInTimeout); err != nil {
-		return results, err
-	}
-	more, err := b.forceSignOut(ctx, conn, "")
-	if err != nil {
-		return results, err
-	}
-	for _, r := range more {
-		i := slices.IndexFunc(results, func(old SignOutResult) bool { return old.SessionID == r.SessionID })
-		if i >= 0 {
-			results[i] = r
-		} else {
-			results = append(results, r)
-		}
-	}
-	return results, nil
-}
-
-func (b *Broker) connectionStats(ctx context.Context, name string) (ConnectionStats, error) {
-	stats, err := b.admin.store.ConnectionStats(ctx, []string{name}, b.clock.Now())
-	if err != nil {
-		return ConnectionStats{}, err
-	}
-	if len(stats) == 0 {
-		return ConnectionStats{Name: name}, nil
-	}
-	return stats[0], nil
-}
-
-func drainSummary(res *DrainResult, reason string) (AuditOutcome, string) {
-	confirmed, revoked := 0, 0
-	for _, r := range res.SignOuts {
-		if r.Confirmed {
-			confirmed++
-		}
-		if r.RevokedLeaseID != "" {
-			revoked++
-		}
-	}
-	detail := fmt.Sprintf("%d leases at start; waited %s; %d leases revoked; %d sessions signed out, %d confirmed, %d pending",
-		res.LeasesAtStart, res.Waited.Round(time.Millisecond), revoked, len(res.SignOuts), confirmed, len(res.SignOuts)-confirmed)
-	if reason != "" {
-		detail += "; reason: " + reason
-	}
-	if confirmed < len(res.SignOuts) {
-		return AuditFailed, detail
-	}
-	return AuditSucceeded, detail
-}
-
-// ListAuditEventsParams are the inputs of ListAuditEvents.
-type ListAuditEventsParams struct {
-	// Connection and Action filter the events; empty matches all.
-	Connection string
-	Action     AuditAction
-	// PageSize and PageToken work as in ListSessionsParams.
-	PageSize  int
-	PageToken string
-}
-
-// AuditPage is one page of ListAuditEvents.
-type AuditPage struct {
-	Events []AuditEvent
-	// NextPageToken is empty after the last page.
-	NextPageToken string
-}
-
-// ListAuditEvents returns one page of audit events, newest first. Events of
-// connections no longer configured are included.
-//
-// Errors: ErrInvalidArgument (naming page_size, page_token, action or
-// connection), ErrStoreUnavailable.
-func (b *Broker) ListAuditEvents(ctx context.Context, p ListAuditEventsParams) (*AuditPage, error) {
-	st, err := b.adminStore()
-	if err != nil {
-		return nil, err
-	}
-	if len(p.Connection) > maxFilterLength {
-		return nil, invalidArgument("connection", "it is %d bytes long; connection names have at most %d", len(p.Connection), maxFilterLength)
-	}
-	switch p.Action {
-	case "", AuditPauseConnection, AuditResumeConnection, AuditDrainConnection, AuditForceSignOut, AuditSignOutFailed:
-	default:
-		return nil, invalidArgument("action", "%q is not an audit action", p.Action)
-	}
-	limit, err := pageSize(p.PageSize)
-	if err != nil {
-		return nil, err
-	}
-	cursor := pageCursor{Kind: cursorAudit, Connection: p.Connection, Action: string(p.Action)}
-	if p.PageToken != "" {
-		if cursor, err = decodePageToken(p.PageToken, cursor); err != nil {
-			return nil, err
-		}
-	}
-	events, err := st.AuditEvents(ctx, AuditEventsQuery{
-		Connection: p.Connection,
-		Action:     p.Action,
-		BeforeID:   cursor.BeforeID,
-		Limit:      limit + 1,
-	})
-	if err != nil {
-		return nil, err
-	}
-	page := &AuditPage{Events: events}
-	if len(events) > limit {
-		page.Events = events[:limit]
-		cursor.BeforeID = events[limit-1].ID
-		page.NextPageToken = encodePageToken(cursor)
-	}
-	return page, nil
-}
-
-// recordSignOutFailure records the first failed attempt of a sign-out that
-// an operator did not force; a forced sign-out gets the error through its
-// context instead. Later attempts of the same sign-out are only
-// logged, so a long Acumatica outage adds one event per session.
-func (b *Broker) recordSignOutFailure(ctx context.Context, conn *Connection, seat *Seat, err error) {
-	if failure, ok := ctx.Value(forcedSignOutKey{}).(*forcedSignOutFailure); ok {
-		failure.err = err
-		return
-	}
-	if seat.SignOutAttempts > 0 || b.admin.store == nil {
-		return
-	}
-	b.recordAudit(ctx, AuditEvent{
-		Action:     AuditSignOutFailed,
-		Connection: conn.Name,
-		SessionID:  seat.SessionID,
-		Outcome:    AuditFailed,
-		Detail: fmt.Sprintf("Acumatica did not confirm the sign-out (%s); the broker retries it until it is "+
-			"confirmed or the session has certainly ended at %s", erpError(conn, "sign-out", err).Reason,
-			seat.ReclaimAt.UTC().Format(time.RFC3339)),
-	})
-}
-
-func (b *Broker) recordSignOuts(ctx context.Context, actor, reason string, results []SignOutResult) {
-	for _, r := range results {
-		var detail []string
-		if reason != "" {
-			detail = append(detail, "reason: "+reason)
-		}
-		detail = append(detail, "previous state "+string(r.PreviousState))
-		if r.RevokedLeaseID != "" {
-			detail = append(detail, fmt.Sprintf("revoked lease %s of holder %q", r.RevokedLeaseID, r.Holder))
-		}
-		outcome := AuditSucceeded
-		if !r.Confirmed {
-			outcome = AuditFailed
-			detail = append(detail, r.Error)
-		}
-		b.recordAudit(ctx, AuditEvent{
-			Actor:      actor,
-			Action:     AuditForceSignOut,
-			Connection: r.Connection,
-			SessionID:  r.SessionID,
-			Outcome:    outcome,
-			Detail:     strings.Join(detail, "; "),
-		})
-	}
-}
-
-// recordFailure records an admin action that failed with err. Only the
-// error's caller-safe message is stored.
-func (b *Broker) recordFailure(ctx context.Context, event AuditEvent, reason string, err error) {
-	msg := "internal error; the broker logged the details"
-	var be *Error
-	if errors.As(err, &be) {
-		msg = be.Message
-	}
-	if reason != "" {
-		msg = "reason: " + reason + "; " + msg
-	}
-	event.Outcome, event.Detail = AuditFailed, msg
-	b.recordAudit(ctx, event)
-}
-
-// recordAudit stores an audit event. A failure to store it is logged, not
-// returned: the action it records has already happened.
-func (b *Broker) recordAudit(ctx context.Context, event AuditEvent) {
-	event.Time = b.clock.Now()
-	if err := b.admin.store.RecordAuditEvent(context.WithoutCancel(ctx), event); err != nil {
-		b.logger.ErrorContext(ctx, "recording an audit event failed", "action", event.Action,
-			"connection", event.Connection, "session_id", event.SessionID, "outcome", event.Outcome, "err", err)
-	}
-}
-
-func validateAdminReason(reason string) error {
-	if len(reason) > MaxAdminReasonLength {
-		return invalidArgument("reason", "it is %d bytes long; use at most %d", len(reason), MaxAdminReasonLength)
-	}
-	return nil
-}
-
-func pageSize(n int) (int, error) {
-	switch {
-	case n < 0:
-		return 0, invalidArgument("page_size", "%d is negative; use 1 to %d, or 0 for %d", n, MaxPageSize, DefaultPageSize)
-	case n == 0:
-		return DefaultPageSize, nil
-	}
-	return min(n, MaxPageSize), nil
-}
-
-// Kinds of page cursors, so that a token of one list is rejected by another.
-const (
-	cursorSessions = "sessions"
-	cursorAudit    = "audit"
-)
-
-// pageCursor is the decoded form of a page token: the list and filters of
-// the request that issued it, and the position after its last row. A token
-// is the cursor as JSON, base64url-encoded; it is opaque to callers.
-type pageCursor struct {
-	Kind       string `json:"k"`
-	Connection string `json:"c,omitempty"`
-	State      string `json:"s,omitempty"`
-	Action     string `json:"a,omitempty"`
-	// AfterConnection and AfterSessionID are the last session of the
-	// previous page; BeforeID is the last audit event's id.
-	AfterConnection string `json:"ac,omitempty"`
-	AfterSessionID  string `json:"as,omitempty"`
-	BeforeID        int64  `json:"b,omitempty"`
-}
-
-func encodePageToken(c pageCursor) string {
-	data, err := json.Marshal(c)
-	if err != nil {
-		panic(fmt.Sprintf("broker: encode page cursor: %v", err)) // only strings and an int64
-	}
-	return base64.RawURLEncoding.EncodeToString(data)
-}
-
-// decodePageToken decodes token and checks that it was issued for the same
-// list and filters as want, and that its position is well formed.
-func decodePageToken(token string, want pageCursor) (pageCursor, error) {
-	notIssued := invalidArgument("page_token", "it is not a token that the broker issued; pass next_page_token "+
-		"unchanged, or leave page_token empty for the first page")
-	if len(token) > maxPageTokenLength {
-		return want, notIssued
-	}
-	data, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil {
-		return want, notIssued
-	}
-	var c pageCursor
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil || dec.More() {
-		return want, notIssued
-	}
-	if c.Kind != want.Kind {
-		return want, notIssued
-	}
-	if c.Connection != want.Connection || c.State != want.State || c.Action != want.Action {
-		return want, invalidArgument("page_token", "it was issued for other filters (connection %q, state %q, action %q); "+
-			"repeat the filters of the request that returned it, or leave page_token empty to start over",
-			c.Connection, c.State, c.Action)
-	}
-	switch c.Kind {
-	case cursorSessions:
-		if _, err := uuid.Parse(c.AfterSessionID); err != nil || c.AfterConnection == "" ||
-			len(c.AfterConnection) > maxFilterLength || c.BeforeID != 0 {
-			return want, notIssued
-		}
-	case cursorAudit:
-		if c.BeforeID <= 0 || c.AfterConnection != "" || c.AfterSessionID != "" {
-			return want, notIssued
-		}
-	}
-	return c, nil
 }

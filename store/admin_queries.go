@@ -29,15 +29,17 @@ GROUP BY c.name
 ORDER BY c.name`
 
 // sessionColumns are the columns of broker.SessionInfo, from seats s joined
-// with the lease l that holds the seat.
+// with the lease l that holds the seat. A seat keeps lease_acquired_at after
+// its lease ends, so it is read only while the seat is leased.
 const sessionColumns = `s.connection, s.slot, s.state, s.session_id::text, coalesce(l.holder, ''),
-	coalesce(s.lease_id::text, ''), s.lease_acquired_at, s.lease_expire_at, s.session_opened_at, s.last_used_at,
+	coalesce(s.lease_id::text, ''), CASE WHEN s.state = 'leased' THEN s.lease_acquired_at END, s.lease_expire_at,
+	s.session_opened_at, s.last_used_at,
 	s.token_expire_at, s.has_refresh_token, s.signout_reason, s.signout_attempts`
 
 // sessions pages through the open sessions in (connection, session_id)
 // order. Seats of signing_in state have no session yet and are left out.
-// The first page starts after ('', the nil UUID), which sorts before every
-// row because connection names are never empty.
+// The first page starts after the empty connection name and the nil UUID,
+// which sort before every row because connection names are never empty.
 const sessions = `
 SELECT ` + sessionColumns + `
 FROM seats s LEFT JOIN leases l ON l.lease_id = s.lease_id
@@ -71,7 +73,7 @@ SELECT t.paused <> @paused FROM target t`
 
 // beginForcedSignOut moves the targeted seats with an open session to
 // signing_out and revokes their leases, in one statement. A seat already
-// signing out keeps its reclaim_at, attempts and reason; the others get
+// signing out keeps its reclaim_at, attempts and reason. The others get
 // reclaim_at as Broker.SignOut computes it: the token's expiry without a
 // refresh token, else now plus Acumatica's idle timeout. FOR UPDATE (not
 // SKIP LOCKED) waits for a release or renew in progress on the seat, then
