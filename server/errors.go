@@ -27,6 +27,8 @@ var reasonCodes = map[broker.Reason]codes.Code{
 	broker.ReasonLeaseReleased:      codes.FailedPrecondition,
 	broker.ReasonLeaseSignedOut:     codes.FailedPrecondition,
 	broker.ReasonLeaseRevoked:       codes.FailedPrecondition,
+	broker.ReasonSessionNotFound:    codes.NotFound,
+	broker.ReasonConnectionPaused:   codes.Unavailable,
 	broker.ReasonRequestIDReused:    codes.AlreadyExists,
 	broker.ReasonAcquireInProgress:  codes.Aborted,
 	broker.ReasonLeaseNotOwned:      codes.PermissionDenied,

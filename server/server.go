@@ -1,6 +1,7 @@
 // Package server adapts the broker to gRPC: it registers SessionService, the
 // standard health service and server reflection, and chains the interceptors
-// that log calls, turn panics into INTERNAL and validate requests.
+// that log calls, turn panics into INTERNAL, authenticate callers and
+// validate requests.
 //
 // Each handler converts the request, calls the broker and converts the
 // result; statusError is the one place where broker errors become gRPC
@@ -9,6 +10,8 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"net"
 	"runtime/debug"
@@ -17,13 +20,14 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
-	acubrokerv1 "github.com/acubroker/acubroker/gen/acubroker/v1"
 	"github.com/acubroker/acubroker/broker"
+	acubrokerv1 "github.com/acubroker/acubroker/gen/acubroker/v1"
 )
 
 // Config configures a Server.
@@ -33,8 +37,25 @@ type Config struct {
 	// DisableReflection turns off gRPC server reflection, which is on by
 	// default so that grpcurl can list and describe the services.
 	DisableReflection bool
-	// ServerOptions are appended to the server's own options.
+	// ServerOptions are appended to the server's own options. Interceptors
+	// chained here run after the server's own.
 	ServerOptions []grpc.ServerOption
+	// UnaryInterceptors and StreamInterceptors run before the server's own
+	// interceptors, first one outermost, so that they see every call,
+	// including calls that validation rejects. Metrics go here.
+	UnaryInterceptors  []grpc.UnaryServerInterceptor
+	StreamInterceptors []grpc.StreamServerInterceptor
+
+	// Callers are the services allowed to call, each with its roles. Empty
+	// turns authentication off: every call is let in as the anonymous
+	// caller "", so serve it on a loopback listener only.
+	Callers []Caller
+	// ClientCAs verify client certificates, whose identities name callers.
+	// Nil ignores client certificates.
+	ClientCAs *x509.CertPool
+	// TLS is the listener's TLS config, as NewTLSConfig builds it. Nil
+	// serves plaintext.
+	TLS *tls.Config
 }
 
 // Server is the broker's gRPC server.
@@ -50,28 +71,44 @@ func New(cfg Config) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	unary := []grpc.UnaryServerInterceptor{
+		logging.UnaryServerInterceptor(interceptorLogger(logger), logging.WithLogOnEvents(logging.FinishCall)),
+		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(panicHandler(logger))),
+	}
+	stream := []grpc.StreamServerInterceptor{
+		logging.StreamServerInterceptor(interceptorLogger(logger), logging.WithLogOnEvents(logging.FinishCall)),
+		recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(panicHandler(logger))),
+	}
+	// Authentication runs before validation, so that only known callers
+	// learn what a valid request looks like.
+	if len(cfg.Callers) > 0 {
+		authUnary, authStream := newAuthenticator(cfg.Callers, cfg.ClientCAs).authInterceptors()
+		unary = append(unary, authUnary)
+		stream = append(stream, authStream)
+	}
+	unary = append(unary, validateUnary)
 	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(cfg.UnaryInterceptors...),
+		grpc.ChainStreamInterceptor(cfg.StreamInterceptors...),
 		grpc.MaxRecvMsgSize(maxMessageSize),
-		grpc.ChainUnaryInterceptor(
-			logging.UnaryServerInterceptor(interceptorLogger(logger), logging.WithLogOnEvents(logging.FinishCall)),
-			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(panicHandler(logger))),
-			validateUnary,
-		),
-		grpc.ChainStreamInterceptor(
-			logging.StreamServerInterceptor(interceptorLogger(logger), logging.WithLogOnEvents(logging.FinishCall)),
-			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(panicHandler(logger))),
-		),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
 	opts = append(opts, cfg.ServerOptions...)
 	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), logger: logger}
 
 	acubrokerv1.RegisterSessionServiceServer(s.grpc, &sessionService{broker: cfg.Broker, logger: logger})
+	acubrokerv1.RegisterAdminServiceServer(s.grpc, &adminService{broker: cfg.Broker, logger: logger})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if !cfg.DisableReflection {
 		reflection.Register(s.grpc)
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(acubrokerv1.SessionService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(acubrokerv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	return s
 }
 

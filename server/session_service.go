@@ -69,9 +69,13 @@ func (s *sessionService) SignOut(ctx context.Context, req *acubrokerv1.SignOutRe
 	return &acubrokerv1.SignOutResponse{Confirmed: confirmed}, nil
 }
 
-// callerIdentity names the caller that leases are scoped to. Without caller
-// authentication every caller shares the empty identity.
-func callerIdentity(context.Context) string { return "" }
+// callerIdentity names the caller that leases are scoped to: the caller
+// that the authentication interceptor let in. Without authentication every
+// caller shares the empty identity.
+func callerIdentity(ctx context.Context) string {
+	name, _ := CallerFromContext(ctx)
+	return name
+}
 
 func leaseProto(l broker.Lease) *acubrokerv1.Lease {
 	return &acubrokerv1.Lease{

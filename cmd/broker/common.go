@@ -169,8 +169,8 @@ type serveOptions struct {
 	metricsListen string
 	// tracing traces gRPC calls; nil traces nothing.
 	tracing *tracing
-	// security is the TLS, caller authentication and credential encryption;
-	// the zero value allows a loopback listener only.
+	// security is the TLS, caller authentication and credential encryption.
+	// The zero value allows a loopback listener only.
 	security security
 }
 

@@ -54,7 +54,7 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// Checked again, with a warning, when the broker starts; here it fails
+	// serveBroker checks again and logs a warning. This first check fails
 	// before the database is touched.
 	if err := sec.checkListener(*listen, nil); err != nil {
 		return err
