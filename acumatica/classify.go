@@ -46,8 +46,7 @@ var tokenLikePattern = regexp.MustCompile(`[A-Za-z0-9_\-+/=~]{32,}`)
 var guidPattern = regexp.MustCompile(`^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$`)
 
 // Classify turns an HTTP response from Acumatica into an *Error. It returns
-// nil for a 2xx status, and for 401 on OpSignOut because that status means
-// the session is already closed, so its seat is free.
+// nil for a 2xx status.
 //
 // The response text decides first and the status second:
 //   - A login-limit text at any status gives ErrLoginLimit.
@@ -56,6 +55,8 @@ var guidPattern = regexp.MustCompile(`^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]
 //     ErrInvalidGrant on OpRefresh and ErrInvalidCredentials otherwise.
 //   - A credentials text ("Invalid credentials", a locked account) gives
 //     ErrInvalidCredentials.
+//   - A 401 on OpSignOut gives ErrTokenRejected: the session may still be
+//     open, so its seat is not free.
 //   - Then 429 gives ErrThrottled, 401 gives ErrInvalidCredentials, 408 and
 //     5xx give ErrUnavailable, 411 on OpSignOut gives ErrUnexpected with a
 //     Detail about the missing Content-Length, and anything else gives
@@ -74,9 +75,6 @@ func Classify(op string, status int, header http.Header, body []byte) error {
 // Detail and a concrete result type.
 func classify(op string, status int, header http.Header, body []byte, now func() time.Time, secrets ...string) *Error {
 	if status >= 200 && status < 300 {
-		return nil
-	}
-	if op == OpSignOut && status == http.StatusUnauthorized {
 		return nil
 	}
 	return classifyFailure(op, status, header, body, now, secrets...)
@@ -98,6 +96,8 @@ func classifyFailure(op string, status int, header http.Header, body []byte, now
 	switch {
 	case loginLimitPattern.MatchString(string(body)) || loginLimitPattern.MatchString(messages):
 		e.Kind = ErrLoginLimit
+	case op == OpSignOut && status == http.StatusUnauthorized:
+		e.Kind = ErrTokenRejected
 	case op == OpSignOut && status == http.StatusLengthRequired:
 		e.Kind = ErrUnexpected
 		e.Detail = "the server requires a Content-Length header, so the session was not signed out"

@@ -131,7 +131,7 @@ func TestClassifyTable(t *testing.T) {
 		{"200 revocation", OpRevocation, 200, nil, "", nil, ""},
 
 		// Sign-out.
-		{"401 sign-out is closed", OpSignOut, 401, jsonHeader(), `{"message":"Authorization has been denied for this request."}`, nil, ""},
+		{"401 sign-out token rejected", OpSignOut, 401, jsonHeader(), `{"message":"Authorization has been denied for this request."}`, ErrTokenRejected, "Authorization has been denied"},
 		{"411 sign-out", OpSignOut, 411, htmlHeader(), "<h2>Length Required</h2>", ErrUnexpected, "Content-Length"},
 		{"429 sign-out", OpSignOut, 429, textHeader(), "Too many requests", ErrThrottled, "Too many requests"},
 		{"500 sign-out", OpSignOut, 500, jsonHeader(), envelopeGeneric, ErrUnavailable, "An error has occurred."},

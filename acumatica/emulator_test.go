@@ -439,16 +439,16 @@ func TestSignOutTwice(t *testing.T) {
 	}
 }
 
-func TestSignOutUnknownTokenIsClosed(t *testing.T) {
+func TestSignOutUnknownTokenRejected(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	b.signIn(t)
 
-	// The emulator responds with 401 to a token it does not know, which
-	// means the session is already gone.
+	// The emulator responds with 401 to a token it does not know. That does
+	// not prove any session closed, so it is an error.
 	err := b.client.SignOut(context.Background(), acumatica.SessionCredentials{AccessToken: "not-a-token"})
-	if err != nil {
-		t.Errorf("SignOut with an unknown token = %v, want nil", err)
+	if !errors.Is(err, acumatica.ErrTokenRejected) {
+		t.Errorf("SignOut with an unknown token = %v, want ErrTokenRejected", err)
 	}
 	if got := b.openSessions(t); got != 1 {
 		t.Errorf("OpenSessions = %d, want the other session kept", got)

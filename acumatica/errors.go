@@ -42,6 +42,12 @@ var (
 	// timeout, or a 5xx response without a recognised message.
 	ErrUnavailable = errors.New("acumatica: service unavailable")
 
+	// ErrTokenRejected means Acumatica answered a sign-out with 401: it no
+	// longer accepts the access token because the token expired or was
+	// revoked, or the session ended. The session cannot be signed out with
+	// this token, and it may stay open until Acumatica's idle timeout.
+	ErrTokenRejected = errors.New("acumatica: access token rejected at sign-out")
+
 	// ErrUnexpected covers every other failure, such as an unexpected status
 	// or a success response that is not a valid token.
 	ErrUnexpected = errors.New("acumatica: unexpected response")
@@ -132,6 +138,8 @@ func (e *Error) hint() string {
 		return "check the client ID, client secret, username and password, and whether the user is locked out"
 	case ErrInvalidGrant:
 		return "sign out the old session and start a new password grant"
+	case ErrTokenRejected:
+		return "the session cannot be signed out with this token; count its seat until the session has timed out"
 	case ErrThrottled:
 		if e.RetryAfter > 0 {
 			return fmt.Sprintf("retry after %s", e.RetryAfter)

@@ -54,13 +54,11 @@ func (s SessionCredentials) LogValue() slog.Value {
 // Content-Length: 0 and no body. Without that header IIS responds with 411
 // and the session stays open.
 //
-// SignOut returns nil for 204 and 200, and also for 401. A 401 means
-// Acumatica no longer accepts the credentials because the session timed
-// out, was signed out or the site restarted, so its seat is already free.
-//
-// NOTE: an access token that has merely expired also gets 401, while the
-// session of its grant (scope offline_access) may stay open until the idle
-// timeout. Sign out with the latest access token before it expires.
+// SignOut returns nil for 204 and 200. A 401 gives ErrTokenRejected:
+// Acumatica no longer accepts the token, but that does not prove the session
+// closed. An access token that has expired or was revoked also gets 401,
+// while the session of its grant (scope offline_access) may stay open until
+// the idle timeout. Sign out with the latest access token before it expires.
 //
 // Signing out does not invalidate the access token. Acumatica opens a new
 // session if the same token is used again, so callers must discard it.

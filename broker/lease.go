@@ -62,19 +62,17 @@ func (b *Broker) Renew(ctx context.Context, p RenewParams) (*Grant, error) {
 //
 // Errors: as for Renew, without the ERP errors.
 func (b *Broker) Release(ctx context.Context, p ReleaseParams) (bool, error) {
+	if !p.TokenRejected {
+		if err := b.release(ctx, p); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
 	conn, seat, err := b.leaseConnection(ctx, p.LeaseID, p.Holder)
 	if err != nil {
 		return false, err
 	}
 	now := b.clock.Now()
-	if !p.TokenRejected {
-		_, err := b.store.ReleaseLease(ctx, EndLeaseParams{LeaseID: p.LeaseID, State: LeaseReleased, Now: now})
-		if err != nil {
-			return false, b.leaseStoreError(ctx, p.LeaseID, err)
-		}
-		b.observer.LeaseEnded(conn.Name, LeaseReleased, now.Sub(seat.LeaseAcquiredAt))
-		return true, nil
-	}
 	acquiredAt := seat.LeaseAcquiredAt
 	seat, err = b.store.BeginSignOut(ctx, EndLeaseParams{
 		LeaseID:       p.LeaseID,
@@ -89,6 +87,31 @@ func (b *Broker) Release(ctx context.Context, p ReleaseParams) (bool, error) {
 	b.observer.LeaseEnded(conn.Name, LeaseRetired, now.Sub(acquiredAt))
 	b.signOutSeat(ctx, conn, seat)
 	return false, nil
+}
+
+// release returns a lease's session to the pool in one store call, the hot
+// path of every cycle: the holder and expiry checks run in the same
+// statement, and only a failed release looks up why.
+func (b *Broker) release(ctx context.Context, p ReleaseParams) error {
+	if err := validateLeaseID(p.LeaseID); err != nil {
+		return err
+	}
+	now := b.clock.Now()
+	seat, err := b.store.ReleaseLease(ctx, EndLeaseParams{
+		LeaseID:     p.LeaseID,
+		State:       LeaseReleased,
+		Holder:      p.Holder,
+		CheckHolder: true,
+		Now:         now,
+	})
+	if err != nil {
+		if errors.Is(err, ErrLeaseLost) {
+			return b.leaseGoneFor(ctx, p.LeaseID, p.Holder)
+		}
+		return err
+	}
+	b.observer.LeaseEnded(seat.Connection, LeaseReleased, now.Sub(seat.LeaseAcquiredAt))
+	return nil
 }
 
 // SignOut ends a lease and signs its session out at Acumatica. It returns
@@ -120,11 +143,8 @@ func (b *Broker) SignOut(ctx context.Context, p SignOutParams) (bool, error) {
 // leaseConnection returns the seat a live lease of holder holds, and its
 // connection.
 func (b *Broker) leaseConnection(ctx context.Context, leaseID, holder string) (*Connection, *Seat, error) {
-	if leaseID == "" {
-		return nil, nil, invalidArgument("lease_id", "the lease id is empty; pass the lease_id that AcquireSession returned")
-	}
-	if _, err := uuid.Parse(leaseID); err != nil {
-		return nil, nil, invalidArgument("lease_id", "%q is not a lease id; pass the lease_id that AcquireSession returned", leaseID)
+	if err := validateLeaseID(leaseID); err != nil {
+		return nil, nil, err
 	}
 	seat, err := b.store.SeatByLease(ctx, leaseID)
 	if err != nil {
@@ -147,6 +167,27 @@ func (b *Broker) leaseConnection(ctx context.Context, leaseID, holder string) (*
 			"lease %s expired at %s; acquire a new session", leaseID, seat.LeaseExpireAt.UTC().Format(time.RFC3339))
 	}
 	return conn, seat, nil
+}
+
+func validateLeaseID(leaseID string) error {
+	if leaseID == "" {
+		return invalidArgument("lease_id", "the lease id is empty; pass the lease_id that AcquireSession returned")
+	}
+	if _, err := uuid.Parse(leaseID); err != nil {
+		return invalidArgument("lease_id", "%q is not a lease id; pass the lease_id that AcquireSession returned", leaseID)
+	}
+	return nil
+}
+
+// leaseGoneFor is leaseGone for a call by holder: a lease of another holder
+// is reported as not owned, whatever its state.
+func (b *Broker) leaseGoneFor(ctx context.Context, leaseID, holder string) error {
+	rec, err := b.store.LeaseByID(ctx, leaseID)
+	if err == nil && rec.Holder != holder {
+		return leaseError(ReasonLeaseNotOwned, leaseID,
+			"lease %s belongs to another caller; only the caller that acquired a lease may renew, release or sign it out", leaseID)
+	}
+	return b.leaseGone(ctx, leaseID)
 }
 
 // leaseStoreError explains why a lease-scoped store call found no live lease.
@@ -450,6 +491,11 @@ func (b *Broker) signOutSeat(ctx context.Context, conn *Connection, seat *Seat) 
 	now := b.clock.Now()
 	if err != nil {
 		next := now.Add(signOutBackoff(seat.SignOutAttempts))
+		if hopeless(err) && seat.ReclaimAt.After(now) {
+			// No retry can sign this session out: wait until it has
+			// certainly ended, and free the seat then.
+			next = seat.ReclaimAt
+		}
 		if rerr := b.store.RetrySignOutAt(bg, seat.Connection, seat.Slot, seat.SessionID, next); rerr != nil {
 			b.logger.ErrorContext(ctx, "scheduling a sign-out retry failed", "connection", conn.Name,
 				"session_id", seat.SessionID, "err", rerr)
@@ -469,6 +515,13 @@ func (b *Broker) signOutSeat(ctx context.Context, conn *Connection, seat *Seat) 
 	// again would open a session outside the budget.
 	b.revoke(bg, conn, creds.AccessToken)
 	return true
+}
+
+// hopeless reports whether a sign-out failed in a way that retrying with the
+// same credentials cannot fix: Acumatica rejected the access token (expired
+// or revoked), or the refresh token needed for a fresh one.
+func hopeless(err error) bool {
+	return errors.Is(err, acumatica.ErrTokenRejected) || errors.Is(err, acumatica.ErrInvalidGrant)
 }
 
 // usableForSignOut returns credentials that can sign the session out. An

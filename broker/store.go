@@ -127,6 +127,10 @@ type UpdateCredentialsParams struct {
 // EndLeaseParams are the inputs of Store.ReleaseLease and Store.BeginSignOut.
 type EndLeaseParams struct {
 	LeaseID string
+	// Holder, with CheckHolder set, makes ReleaseLease match only a lease
+	// of that holder.
+	Holder      string
+	CheckHolder bool
 	// State is the lease's final state: LeaseReleased for a release to the
 	// pool; LeaseRetired or LeaseSignedOut for a sign-out.
 	State LeaseState

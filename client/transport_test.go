@@ -126,9 +126,14 @@ func TestTransportSurvives401(t *testing.T) {
 	}
 	// The revoked session stays open at Acumatica until its idle timeout:
 	// revocation closes no session, and its sign-out needs a valid token.
-	// The other open session is the warm one in the broker's pool.
+	// The other open session is the warm one in the broker's pool. The
+	// broker keeps counting the revoked session's seat until it has timed
+	// out, so its count matches Acumatica's.
 	if stats.OpenSessions != 2 {
 		t.Errorf("emulator open sessions = %d, want 2 (the revoked session and the warm one)", stats.OpenSessions)
+	}
+	if seats["signing_out"] != 1 {
+		t.Errorf("seats after Close = %v, want the revoked session's seat still counted as signing_out", seats)
 	}
 }
 

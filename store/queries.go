@@ -1,5 +1,7 @@
 package store
 
+import "strings"
+
 // SQL of the store, one constant per statement. Seats are always aliased s.
 // Timestamps come from the broker's clock (@now), never from now(), so that
 // expiry follows one clock.
@@ -193,10 +195,27 @@ UPDATE seats s SET lease_expire_at = @now::timestamptz + @lease_ttl::interval, l
 ` + leaseSeat + ` AND s.state = 'leased' AND s.lease_expire_at > @now
 RETURNING ` + seatColumns
 
+// releaseLease puts a live lease's seat back to idle, ends the lease and
+// notifies listeners, in one statement. With @check_holder it matches only
+// a lease of @holder.
 const releaseLease = `
-UPDATE seats s SET state = 'idle', lease_id = NULL, lease_expire_at = NULL, last_used_at = @now, updated_at = @now
-` + leaseSeat + ` AND s.state = 'leased' AND s.lease_expire_at > @now
-RETURNING ` + seatColumns
+WITH released AS (
+	UPDATE seats s SET state = 'idle', lease_id = NULL, lease_expire_at = NULL, last_used_at = @now, updated_at = @now
+	` + leaseSeat + ` AND s.state = 'leased' AND s.lease_expire_at > @now
+		AND (NOT @check_holder::boolean OR l.holder = @holder)
+	RETURNING s.*
+), ended AS (
+	UPDATE leases SET state = @state, ended_at = @now
+	WHERE lease_id = @lease_id AND state = 'active' AND EXISTS (SELECT 1 FROM released)
+)
+SELECT ` + seatColumns + ` FROM released s
+CROSS JOIN LATERAL (SELECT pg_notify('` + notifyChannel + `', s.connection)) notified`
+
+// dispatchAfterRelease is dispatchOne for the connection of lease
+// @lease_id. Sent in one batch with releaseLease, it hands the released seat
+// to the oldest waiter in the same implicit transaction.
+var dispatchAfterRelease = strings.ReplaceAll(dispatchOne, "@connection",
+	"(SELECT connection FROM leases WHERE lease_id = @lease_id)")
 
 const beginSignOut = `
 UPDATE seats s SET state = 'signing_out', lease_id = NULL, lease_expire_at = NULL, last_used_at = @now,

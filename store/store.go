@@ -298,21 +298,30 @@ func (s *Store) RenewLease(ctx context.Context, leaseID string, ttl time.Duratio
 	return leaseSeatResult(collectSeat(rows))
 }
 
-// ReleaseLease implements broker.Store.
+// ReleaseLease implements broker.Store. The release and the hand-off to
+// the oldest waiter go to the server as one batch: one round trip, run in
+// one implicit transaction.
 func (s *Store) ReleaseLease(ctx context.Context, p broker.EndLeaseParams) (*broker.Seat, error) {
-	var seat *broker.Seat
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		args := pgx.NamedArgs{"lease_id": p.LeaseID, "state": string(p.State), "now": p.Now}
-		rows, _ := tx.Query(ctx, releaseLease, args)
-		var err error
-		if seat, err = collectSeat(rows); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, endLease, args); err != nil {
-			return err
-		}
-		return handOff(ctx, tx, seat.Connection, p.Now)
-	})
+	args := pgx.NamedArgs{
+		"lease_id":     p.LeaseID,
+		"state":        string(p.State),
+		"holder":       p.Holder,
+		"check_holder": p.CheckHolder,
+		"claim_within": broker.GrantClaimWithin,
+		"now":          p.Now,
+	}
+	batch := &pgx.Batch{}
+	batch.Queue(releaseLease, args)
+	batch.Queue(dispatchAfterRelease, args)
+	results := s.pool.SendBatch(ctx, batch)
+	rows, _ := results.Query()
+	seat, err := collectSeat(rows)
+	if err == nil {
+		_, err = results.Exec()
+	}
+	if cerr := results.Close(); err == nil {
+		err = cerr
+	}
 	return leaseSeatResult(seat, interpret(err))
 }
 
