@@ -16,8 +16,10 @@ import (
 	"net"
 	"runtime/debug"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -72,11 +74,15 @@ func New(cfg Config) *Server {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	unary := []grpc.UnaryServerInterceptor{
-		logging.UnaryServerInterceptor(interceptorLogger(logger), logging.WithLogOnEvents(logging.FinishCall)),
+		selector.UnaryServerInterceptor(
+			logging.UnaryServerInterceptor(interceptorLogger(logger), logging.WithLogOnEvents(logging.FinishCall)),
+			selector.MatchFunc(notHealthCheck)),
 		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(panicHandler(logger))),
 	}
 	stream := []grpc.StreamServerInterceptor{
-		logging.StreamServerInterceptor(interceptorLogger(logger), logging.WithLogOnEvents(logging.FinishCall)),
+		selector.StreamServerInterceptor(
+			logging.StreamServerInterceptor(interceptorLogger(logger), logging.WithLogOnEvents(logging.FinishCall)),
+			selector.MatchFunc(notHealthCheck)),
 		recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(panicHandler(logger))),
 	}
 	// Authentication runs before validation, so that only known callers
@@ -132,6 +138,12 @@ func (s *Server) GracefulStop() {
 func (s *Server) Stop() {
 	s.health.Shutdown()
 	s.grpc.Stop()
+}
+
+// notHealthCheck keeps health checks out of the call log: load balancers and
+// Kubernetes send one every few seconds.
+func notHealthCheck(_ context.Context, call interceptors.CallMeta) bool {
+	return call.Service != healthpb.Health_ServiceDesc.ServiceName
 }
 
 // interceptorLogger adapts slog to the logging interceptor. Payloads are
