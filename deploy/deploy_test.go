@@ -1,13 +1,17 @@
 // Package deploy_test checks the deployment examples without Docker or a
-// cluster: docker-compose.yml, the Dockerfile and every manifest under
-// deploy/ are parsed and checked for the settings the broker relies on, and
-// the Grafana dashboard and the alert rules may only query metrics that
-// package metrics registers.
+// cluster. docker-compose.yml, the Dockerfile and every manifest under
+// deploy/ are parsed and checked for the settings the broker relies on.
+// Each broker config is loaded with the environment that its example gives
+// the container, and must pass the checks that broker serve makes before it
+// starts. The Grafana dashboard and the alert rules may only query metrics
+// that package metrics registers.
 package deploy_test
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -96,17 +100,92 @@ func readDocs(t *testing.T, path string) []node {
 	}
 }
 
-// loadConfig validates a broker config file body with config.Load, with
-// every environment variable it names set.
-func loadConfig(t *testing.T, name, body string) *config.File {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-		t.Fatalf("write %s: %v", path, err)
+// defaultListen is the gRPC listen address of broker serve when neither
+// -listen nor BROKER_LISTEN is set.
+const defaultListen = "127.0.0.1:50051"
+
+// fakeSecret is the value of every environment variable that a manifest
+// takes from a Secret. It is a valid base64 encryption key, and as a
+// non-empty string it is also a valid client secret, password or database
+// URL for the config loader.
+var fakeSecret = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, config.EncryptionKeySize))
+
+// deployment is a broker config file as an example deploys it.
+type deployment struct {
+	source     string            // the file that deploys the config, for messages
+	configPath string            // the config file, on this machine
+	args       []string          // the container's arguments after the entrypoint
+	env        map[string]string // the container's environment
+}
+
+// flagValue returns the value of the flag name in args, written as -name
+// value, -name=value, --name value or --name=value, and whether it is
+// present.
+func flagValue(args []string, name string) (string, bool) {
+	for i, arg := range args {
+		key, value, hasValue := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+		if !strings.HasPrefix(arg, "-") || key != name {
+			continue
+		}
+		if hasValue {
+			return value, true
+		}
+		if i+1 < len(args) {
+			return args[i+1], true
+		}
+		return "", true
 	}
-	file, _, err := config.Load(path, func(string) (string, bool) { return "placeholder", true })
+	return "", false
+}
+
+// serveSetting returns the value that broker serve uses for a flag with an
+// environment fallback: the flag in args, else the variable envName when it
+// is not empty, else def.
+func serveSetting(d deployment, flag, envName, def string) string {
+	if v, ok := flagValue(d.args, flag); ok {
+		return v
+	}
+	if v := d.env[envName]; v != "" {
+		return v
+	}
+	return def
+}
+
+// checkStartup loads the config of d with the broker's config loader and
+// the container's environment, and runs the checks that broker serve makes
+// on the config and its flags before it touches the database. It fails the
+// test for every check that would stop the broker from starting.
+func checkStartup(t *testing.T, d deployment) *config.File {
+	t.Helper()
+	file, _, err := config.Load(d.configPath, func(name string) (string, bool) {
+		v, ok := d.env[name]
+		return v, ok
+	})
 	if err != nil {
-		t.Fatalf("config %s is invalid: %v", name, err)
+		t.Fatalf("%s: broker serve would not start: config %s is invalid with the container's environment: %v",
+			d.source, d.configPath, err)
+	}
+
+	listen := serveSetting(d, "listen", "BROKER_LISTEN", defaultListen)
+	if err := config.CheckListener(listen, len(file.Callers)); err != nil {
+		t.Errorf("%s: broker serve would not start: %v", d.source, err)
+	}
+
+	// The TLS rules of newSecurity in cmd/broker, which is unexported.
+	cert := serveSetting(d, "tls-cert", "BROKER_TLS_CERT", "")
+	key := serveSetting(d, "tls-key", "BROKER_TLS_KEY", "")
+	clientCA := serveSetting(d, "tls-client-ca", "BROKER_TLS_CLIENT_CA", "")
+	if (cert == "") != (key == "") {
+		t.Errorf("%s: broker serve would not start: TLS needs both -tls-cert and -tls-key, got %q and %q", d.source, cert, key)
+	}
+	if clientCA != "" && cert == "" {
+		t.Errorf("%s: broker serve would not start: -tls-client-ca needs -tls-cert and -tls-key", d.source)
+	}
+	for i, c := range file.Callers {
+		if c.CertificateIdentity != "" && clientCA == "" {
+			t.Errorf("%s: broker serve would not start: callers[%d] (%s) has a certificate_identity, but -tls-client-ca is not set",
+				d.source, i, c.Name)
+		}
 	}
 	return file
 }
@@ -167,19 +246,38 @@ func TestComposeFile(t *testing.T) {
 	if configPath == "" {
 		t.Fatal("the broker service mounts no config file at /etc/acubroker/broker.yaml")
 	}
-	body, err := os.ReadFile(configPath)
-	if err != nil {
-		t.Fatalf("read the broker's config: %v", err)
+	d := deployment{source: "docker-compose.yml", configPath: configPath, env: map[string]string{}}
+	for name, v := range env {
+		s, ok := v.(string)
+		if !ok {
+			t.Errorf("broker environment %s = %v, want a string", name, v)
+		}
+		d.env[name] = s
 	}
-	file, _, err := config.Parse(body, filepath.Dir(configPath), func(name string) (string, bool) {
-		v, ok := env[name].(string)
-		return v, ok
-	})
-	if err != nil {
-		t.Fatalf("the broker's config %s is invalid with the service's environment: %v", configPath, err)
+	for _, arg := range broker.get("command").list() {
+		d.args = append(d.args, arg.str())
 	}
+	file := checkStartup(t, d)
 	if len(file.Connections) == 0 {
 		t.Error("the broker's config has no connection")
+	}
+
+	// The demo API key in the comments belongs to a caller of the config, so
+	// that the grpcurl commands shown work.
+	data, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatalf("read docker-compose.yml: %v", err)
+	}
+	keys := regexp.MustCompile(`authorization: Bearer ([^\s'"]+)`).FindAllStringSubmatch(string(data), -1)
+	if len(keys) == 0 {
+		t.Error("docker-compose.yml shows no grpcurl command with an API key")
+	}
+	for _, m := range keys {
+		digest := sha256.Sum256([]byte(m[1]))
+		if !slices.ContainsFunc(file.Callers, func(c config.Caller) bool { return slices.Contains(c.APIKeySHA256, digest) }) {
+			t.Errorf("docker-compose.yml shows the API key %q, whose SHA-256 digest is no caller's api_key_sha256 in %s",
+				m[1], configPath)
+		}
 	}
 }
 
@@ -241,9 +339,12 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("no %s manifest", kind)
 		}
 	}
-	if len(byKind["Deployment"]) != 1 || len(byKind["ConfigMap"]) != 1 || len(byKind["Secret"]) != 1 {
-		t.Fatalf("want one Deployment, ConfigMap and Secret; got %d, %d and %d",
-			len(byKind["Deployment"]), len(byKind["ConfigMap"]), len(byKind["Secret"]))
+	if len(byKind["Deployment"]) != 1 || len(byKind["ConfigMap"]) != 1 {
+		t.Fatalf("want one Deployment and one ConfigMap; got %d and %d", len(byKind["Deployment"]), len(byKind["ConfigMap"]))
+	}
+	secrets := map[string]node{}
+	for _, secret := range byKind["Secret"] {
+		secrets[secret.get("metadata", "name").str()] = secret
 	}
 
 	dep := byKind["Deployment"][0]
@@ -271,8 +372,13 @@ func TestKubernetesManifests(t *testing.T) {
 	if got := c.get("livenessProbe", "httpGet", "path").str(); got != "/healthz" {
 		t.Errorf("liveness probe path = %q, want /healthz", got)
 	}
-	if got := c.get("readinessProbe", "grpc", "service").str(); got != "acubroker.v1.SessionService" {
-		t.Errorf("readiness probe gRPC service = %q, want acubroker.v1.SessionService", got)
+	if got := c.get("readinessProbe", "httpGet", "path").str(); got != "/readyz" {
+		t.Errorf("readiness probe path = %q, want /readyz", got)
+	}
+	for _, probe := range []string{"livenessProbe", "readinessProbe", "startupProbe"} {
+		if port := c.get(probe, "httpGet", "port").v; port != nil && port != "metrics" {
+			t.Errorf("%s port = %v, want metrics", probe, port)
+		}
 	}
 	ports := map[string]int{}
 	for _, p := range c.get("ports").list() {
@@ -296,40 +402,41 @@ func TestKubernetesManifests(t *testing.T) {
 
 	// The grace period covers the shutdown delay, the shutdown timeout and
 	// the 5s that cancelled calls get.
-	args := strings.ReplaceAll(strings.Join(nodeStrings(c.get("args").list()), " "), "=", " ")
+	args := nodeStrings(c.get("args").list())
+	flags := strings.ReplaceAll(strings.Join(args, " "), "=", " ")
 	grace, _ := pod.get("terminationGracePeriodSeconds").v.(int)
-	if need := flagSeconds(t, args, "-shutdown-delay") + flagSeconds(t, args, "-shutdown-timeout") + 5; grace <= need {
+	if need := flagSeconds(t, flags, "-shutdown-delay") + flagSeconds(t, flags, "-shutdown-timeout") + 5; grace <= need {
 		t.Errorf("terminationGracePeriodSeconds = %d, want more than %d (delay + timeout + 5s)", grace, need)
 	}
 
-	// The ConfigMap's config is valid, and every variable it names comes
-	// from the Secret.
+	// The ConfigMap's config starts with the container's environment and
+	// flags, and every variable it names comes from a Secret.
 	cm := byKind["ConfigMap"][0]
 	body := cm.get("data", "broker.yaml").str()
-	file := loadConfig(t, "broker.yaml", body)
-	secretKeys := byKind["Secret"][0].get("stringData").mapping()
+	configPath := filepath.Join(t.TempDir(), "broker.yaml")
+	if err := os.WriteFile(configPath, []byte(body), 0o600); err != nil {
+		t.Fatalf("write %s: %v", configPath, err)
+	}
+	d := deployment{
+		source:     "deploy/kubernetes/deployment.yaml",
+		configPath: configPath,
+		args:       args,
+		env:        containerEnv(t, c, secrets),
+	}
+	file := checkStartup(t, d)
 	for _, name := range envNames(body) {
-		ref := env[name].get("valueFrom", "secretKeyRef")
-		if ref.missing() {
+		if env[name].get("valueFrom", "secretKeyRef").missing() {
 			t.Errorf("the config names %s, which the container does not take from a Secret", name)
-			continue
-		}
-		if _, ok := secretKeys[ref.get("key").str()]; !ok {
-			t.Errorf("%s comes from Secret key %q, which secret.yaml lacks", name, ref.get("key").str())
 		}
 	}
 	if len(file.Connections) == 0 {
 		t.Error("the ConfigMap's config has no connection")
 	}
-	mounted := false
-	for _, v := range pod.get("volumes").list() {
-		if v.get("configMap", "name").str() == cm.get("metadata", "name").str() {
-			mounted = true
-		}
+	if file.Encryption == nil {
+		t.Error("the ConfigMap's config has no encryption section, so session tokens would be stored unencrypted")
 	}
-	if !mounted {
-		t.Error("the pod does not mount the ConfigMap")
-	}
+	checkConfigMount(t, serveSetting(d, "config", "BROKER_CONFIG", ""), cm, pod, c)
+	checkTLS(t, d, pod, c, secrets)
 
 	for _, svc := range byKind["Service"] {
 		for k, v := range svc.get("spec", "selector").mapping() {
@@ -338,6 +445,136 @@ func TestKubernetesManifests(t *testing.T) {
 			}
 		}
 	}
+}
+
+// containerEnv returns the environment that the kubelet gives container c:
+// literal values as written, and fakeSecret for each value taken from a
+// Secret key. It fails the test for a reference to a Secret or key that the
+// manifests lack.
+func containerEnv(t *testing.T, c node, secrets map[string]node) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	for _, e := range c.get("env").list() {
+		name := e.get("name").str()
+		ref := e.get("valueFrom", "secretKeyRef")
+		switch {
+		case !ref.missing():
+			secret, key := ref.get("name").str(), ref.get("key").str()
+			if !slices.Contains(secretKeys(secrets[secret]), key) {
+				t.Errorf("%s comes from key %q of Secret %q, which the manifests lack", name, key, secret)
+				continue
+			}
+			env[name] = fakeSecret
+		case !e.get("valueFrom").missing():
+			t.Errorf("%s comes from %v; this test can fake only Secret keys", name, e.get("valueFrom").v)
+		default:
+			env[name] = e.get("value").str()
+		}
+	}
+	return env
+}
+
+// secretKeys returns the keys of a Secret manifest, from data and
+// stringData.
+func secretKeys(secret node) []string {
+	var keys []string
+	for _, field := range []string{"data", "stringData"} {
+		for k := range secret.get(field).mapping() {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// checkConfigMount fails the test unless path, the config file that broker
+// serve reads, is the broker.yaml key of ConfigMap cm as the pod mounts it.
+func checkConfigMount(t *testing.T, path string, cm, pod, c node) {
+	t.Helper()
+	var volume string
+	for _, v := range pod.get("volumes").list() {
+		if v.get("configMap", "name").str() == cm.get("metadata", "name").str() {
+			volume = v.get("name").str()
+		}
+	}
+	if volume == "" {
+		t.Error("the pod does not mount the ConfigMap")
+		return
+	}
+	for _, m := range c.get("volumeMounts").list() {
+		if m.get("name").str() == volume && strings.TrimSuffix(m.get("mountPath").str(), "/")+"/broker.yaml" == path {
+			return
+		}
+	}
+	t.Errorf("the broker reads its config from %q, which is not where the container mounts the ConfigMap's broker.yaml", path)
+}
+
+// checkTLS fails the test unless the gRPC listener of d serves TLS from
+// files of a Secret, and no probe of container c uses the kubelet's gRPC
+// probe, which cannot connect to a TLS listener.
+func checkTLS(t *testing.T, d deployment, pod, c node, secrets map[string]node) {
+	t.Helper()
+	cert := serveSetting(d, "tls-cert", "BROKER_TLS_CERT", "")
+	if cert == "" {
+		t.Error("the gRPC listener serves plaintext, so API keys would cross the network in clear text; " +
+			"set BROKER_TLS_CERT and BROKER_TLS_KEY")
+		return
+	}
+	for _, setting := range []struct{ flag, env string }{
+		{"tls-cert", "BROKER_TLS_CERT"},
+		{"tls-key", "BROKER_TLS_KEY"},
+		{"tls-client-ca", "BROKER_TLS_CLIENT_CA"},
+	} {
+		if path := serveSetting(d, setting.flag, setting.env, ""); path != "" {
+			checkSecretFile(t, setting.env, path, pod, c, secrets)
+		}
+	}
+	for _, probe := range []string{"livenessProbe", "readinessProbe", "startupProbe"} {
+		if !c.get(probe, "grpc").missing() {
+			t.Errorf("%s is a gRPC probe, which the kubelet sends in plaintext, but the gRPC listener serves TLS; "+
+				"use httpGet on the metrics port", probe)
+		}
+	}
+}
+
+// checkSecretFile fails the test unless container c of pod reads path from
+// a Secret of the manifests: path lies under the mountPath of a volume mount
+// without subPath, and that volume's Secret has the key that becomes the
+// file. A subPath mount never receives a renewed certificate.
+func checkSecretFile(t *testing.T, setting, path string, pod, c node, secrets map[string]node) {
+	t.Helper()
+	volumes := map[string]node{}
+	for _, v := range pod.get("volumes").list() {
+		volumes[v.get("name").str()] = v
+	}
+	for _, m := range c.get("volumeMounts").list() {
+		file, ok := strings.CutPrefix(path, strings.TrimSuffix(m.get("mountPath").str(), "/")+"/")
+		if !ok {
+			continue
+		}
+		if !m.get("subPath").missing() {
+			t.Errorf("%s = %s is mounted with subPath, so a renewed Secret would not reach the broker", setting, path)
+			return
+		}
+		volume := volumes[m.get("name").str()].get("secret")
+		if volume.missing() {
+			t.Errorf("%s = %s lies in volume %s, which is not a Secret", setting, path, m.get("name").str())
+			return
+		}
+		secret, key := volume.get("secretName").str(), file
+		if items := volume.get("items").list(); len(items) > 0 {
+			key = ""
+			for _, item := range items {
+				if item.get("path").str() == file {
+					key = item.get("key").str()
+				}
+			}
+		}
+		if !slices.Contains(secretKeys(secrets[secret]), key) {
+			t.Errorf("%s = %s, but Secret %q of the manifests has no key that becomes %s", setting, path, secret, file)
+		}
+		return
+	}
+	t.Errorf("%s = %s, which no volume mount of the container provides", setting, path)
 }
 
 func nodeStrings(nodes []node) []string {
@@ -363,10 +600,10 @@ func flagSeconds(t *testing.T, args, flag string) int {
 }
 
 // envNames returns the environment variables that a config body names in
-// *_env settings.
+// its env and *_env settings, written in block style.
 func envNames(body string) []string {
 	var names []string
-	for _, m := range regexp.MustCompile(`(?m)^\s*\w+_env:\s*(\w+)`).FindAllStringSubmatch(body, -1) {
+	for _, m := range regexp.MustCompile(`(?m)^[\s-]*(?:\w+_)?env:\s*(\w+)`).FindAllStringSubmatch(body, -1) {
 		names = append(names, m[1])
 	}
 	return names

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 
 	"github.com/acubroker/acubroker/broker"
 	"github.com/acubroker/acubroker/config"
@@ -118,23 +117,14 @@ func (s security) quota() func(holder, connection string) int {
 	return server.CallerQuotas(s.callers)
 }
 
-// checkListener returns an error when the broker would serve anonymous
-// callers on an address other than loopback. When it serves them on
-// loopback, it logs a warning to logger unless logger is nil.
+// checkListener returns the error of config.CheckListener: the broker would
+// serve anonymous callers on an address other than loopback. When it serves
+// them on loopback, it logs a warning to logger unless logger is nil.
 func (s security) checkListener(listen string, logger *slog.Logger) error {
-	if len(s.callers) > 0 {
-		return nil
+	if err := config.CheckListener(listen, len(s.callers)); err != nil {
+		return err
 	}
-	addr, err := net.ResolveTCPAddr("tcp", listen)
-	if err != nil {
-		return fmt.Errorf("invalid listen address %q: %w", listen, err)
-	}
-	if addr.IP == nil || !addr.IP.IsLoopback() {
-		return fmt.Errorf("refusing to serve on %s without authentication: no callers are configured, so anyone who "+
-			"reaches the address could take and release any lease; add a callers section to the config "+
-			"(docs/security.md) or listen on 127.0.0.1", listen)
-	}
-	if logger == nil {
+	if len(s.callers) > 0 || logger == nil {
 		return nil
 	}
 	logger.Warn("no callers are configured: authentication is off and any local process may acquire, renew "+
