@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -128,7 +129,7 @@ func (b *Broker) acquireOnce(ctx context.Context, p AcquireParams, waited *time.
 	})
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return nil, b.noSeat(conn)
+		return nil, b.noSeat(ctx, conn)
 	case err != nil:
 		return nil, withConnection(err, conn.Name)
 	case seat == nil:
@@ -280,7 +281,7 @@ func (b *Broker) wait(ctx context.Context, conn *Connection, leaseID string, ttl
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			return nil, b.noSeat(conn)
+			return nil, b.noSeat(ctx, conn)
 		}
 	}
 }
@@ -307,14 +308,43 @@ func (b *Broker) giveUp(ctx context.Context, leaseID string) error {
 	return err
 }
 
-func (b *Broker) noSeat(conn *Connection) *Error {
-	return &Error{
-		Reason: ReasonNoSeatAvailable,
-		Message: fmt.Sprintf("all %d seats of connection %q stayed in use for the maximum wait of %s; retry later",
-			conn.MaxSessions, conn.Name, conn.MaxWait),
-		RetryAfter: time.Second,
-		Metadata:   map[string]string{"connection": conn.Name},
+// noSeat explains why an acquire found no seat within the connection's
+// maximum wait, from the seats' states: a caller seeing every seat "in use"
+// while the broker holds fewer sessions needs to know what holds them.
+func (b *Broker) noSeat(ctx context.Context, conn *Connection) *Error {
+	meta := map[string]string{"connection": conn.Name}
+	summary, err := b.store.SeatSummary(context.WithoutCancel(ctx), conn.Name)
+	if err != nil {
+		return &Error{
+			Reason: ReasonNoSeatAvailable, RetryAfter: time.Second, Metadata: meta,
+			Message: fmt.Sprintf("no seat of connection %q became free within the maximum wait of %s; retry later",
+				conn.Name, conn.MaxWait),
+		}
 	}
+	if wait := summary.SignInsBlockedUntil.Sub(b.clock.Now()); wait > 0 {
+		meta["sign_ins_blocked_until"] = summary.SignInsBlockedUntil.UTC().Format(time.RFC3339)
+		return &Error{
+			Reason: ReasonLoginLimit, RetryAfter: wait, Metadata: meta,
+			Message: fmt.Sprintf("no open session of connection %q became free within the maximum wait of %s, and "+
+				"sign-ins are paused until %s because Acumatica refused one for its API login limit "+
+				"(sessions opened outside the broker hold seats); retry after that",
+				conn.Name, conn.MaxWait, meta["sign_ins_blocked_until"]),
+		}
+	}
+	var parts []string
+	for _, state := range []SeatState{SeatLeased, SeatIdle, SeatSigningIn, SeatSigningOut, SeatEmpty} {
+		if n := summary.States[state]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, strings.ReplaceAll(string(state), "_", " ")))
+			meta["seats_"+string(state)] = fmt.Sprint(n)
+		}
+	}
+	msg := fmt.Sprintf("no seat of connection %q became free within the maximum wait of %s (seats: %s)",
+		conn.Name, conn.MaxWait, strings.Join(parts, ", "))
+	if summary.States[SeatSigningIn] > 0 || summary.States[SeatSigningOut] > 0 {
+		msg += "; a seat signing in or out whose outcome Acumatica has not confirmed stays counted " +
+			"until the session has certainly ended there"
+	}
+	return &Error{Reason: ReasonNoSeatAvailable, RetryAfter: time.Second, Metadata: meta, Message: msg + "; retry later"}
 }
 
 // prepare turns a seat held by a new lease into a grant: it signs in when

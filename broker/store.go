@@ -60,6 +60,14 @@ type Seat struct {
 	TokenStale bool
 }
 
+// SeatSummary is a connection's seats counted by state.
+type SeatSummary struct {
+	States map[SeatState]int
+	// SignInsBlockedUntil is when sign-ins may resume after a login-limit
+	// refusal; zero when they are allowed.
+	SignInsBlockedUntil time.Time
+}
+
 // LeaseRecord is a lease as the store remembers it, also after it ends.
 type LeaseRecord struct {
 	LeaseID    string
@@ -259,6 +267,10 @@ type Store interface {
 
 	// EndSignInBackoff allows sign-ins again.
 	EndSignInBackoff(ctx context.Context, connection string) error
+
+	// SeatSummary counts the connection's seats by state, for error
+	// messages that say why no seat was free.
+	SeatSummary(ctx context.Context, connection string) (SeatSummary, error)
 
 	// OpenSessions counts the connection's seats with an open session
 	// (idle or leased).

@@ -418,6 +418,39 @@ func TestThrottlingKeepsSessions(t *testing.T) {
 	}
 }
 
+func TestRequestIDRetryAfterFailedSignIn(t *testing.T) {
+	t.Parallel()
+	env := brokertest.Start(t, brokertest.Options{Seats: 1})
+	emu := env.Emulator.Emulator
+	req := &acubrokerv1.AcquireSessionRequest{Connection: brokertest.ConnectionName, RequestId: "job-43"}
+
+	emu.InjectFault(emulator.Fault{Endpoint: "token", Status: 503, Body: "Service Unavailable", Count: 1})
+	_, err := env.Client.AcquireSession(context.Background(), req)
+	if reason := errorInfo(err).GetReason(); reason != "ERP_UNAVAILABLE" {
+		t.Fatalf("acquire during the outage: reason %q, want ERP_UNAVAILABLE (err %v)", reason, err)
+	}
+	if delay := retryDelay(err); delay <= 0 {
+		t.Errorf("retry delay = %s, want positive", delay)
+	}
+
+	// The retry the error asks for, with the same request_id, succeeds.
+	resp, err := env.Client.AcquireSession(context.Background(), req)
+	if err != nil {
+		t.Fatalf("retried acquire with the same request_id: %v", err)
+	}
+	again, err := env.Client.AcquireSession(context.Background(), req)
+	if err != nil {
+		t.Fatalf("second retry: %v", err)
+	}
+	if again.GetLease().GetLeaseId() != resp.GetLease().GetLeaseId() {
+		t.Errorf("second retry's lease = %s, want the granted %s", again.GetLease().GetLeaseId(), resp.GetLease().GetLeaseId())
+	}
+	release(t, env.Client, resp.GetLease().GetLeaseId())
+	if stats := emu.Stats(); stats.SignIns != 1 || stats.OpenSessions != 1 {
+		t.Errorf("emulator sign-ins, open sessions = %d, %d; want 1, 1", stats.SignIns, stats.OpenSessions)
+	}
+}
+
 func TestQueueCapFailsFast(t *testing.T) {
 	t.Parallel()
 	env := brokertest.Start(t, brokertest.Options{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -337,6 +338,9 @@ func TestMaxWaitEndsWithNoSeat(t *testing.T) {
 	if reason := errorReason(err); reason != "NO_SEAT_AVAILABLE" {
 		t.Errorf("reason = %q, want NO_SEAT_AVAILABLE", reason)
 	}
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "seats: 1 leased") {
+		t.Errorf("message %q does not say what holds the seats", msg)
+	}
 	if delay := retryDelay(err); delay <= 0 {
 		t.Errorf("retry delay = %s, want a positive RetryInfo", delay)
 	}
@@ -471,6 +475,12 @@ func TestBadInput(t *testing.T) {
 		{"request_id too long", func() error {
 			_, err := env.Client.AcquireSession(ctx, &acubrokerv1.AcquireSessionRequest{
 				Connection: brokertest.ConnectionName, RequestId: string(make([]byte, 200)),
+			})
+			return err
+		}, codes.InvalidArgument, "INVALID_ARGUMENT"},
+		{"control character in request_id", func() error {
+			_, err := env.Client.AcquireSession(ctx, &acubrokerv1.AcquireSessionRequest{
+				Connection: brokertest.ConnectionName, RequestId: "job\x00-1",
 			})
 			return err
 		}, codes.InvalidArgument, "INVALID_ARGUMENT"},

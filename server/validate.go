@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -81,6 +83,9 @@ func validateText(field, value string, maxLength int) *broker.Error {
 		return invalid(field, "it is %d bytes long; use at most %d", len(value), maxLength)
 	case !utf8.ValidString(value):
 		return invalid(field, "it is not valid UTF-8")
+	}
+	if i := strings.IndexFunc(value, unicode.IsControl); i >= 0 {
+		return invalid(field, "it contains a control character at byte %d; use printable text", i)
 	}
 	return nil
 }

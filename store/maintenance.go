@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/acubroker/acubroker/broker"
 )
@@ -91,4 +92,27 @@ func (s *Store) OpenSessions(ctx context.Context, connection string) (int, error
 	var n int
 	err := s.pool.QueryRow(ctx, openSessions, pgx.NamedArgs{"connection": connection}).Scan(&n)
 	return n, interpret(err)
+}
+
+// SeatSummary implements broker.Store.
+func (s *Store) SeatSummary(ctx context.Context, connection string) (broker.SeatSummary, error) {
+	summary := broker.SeatSummary{States: map[broker.SeatState]int{}}
+	rows, _ := s.pool.Query(ctx, seatSummary, pgx.NamedArgs{"connection": connection})
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			state      string
+			n          int
+			until      pgtype.Timestamptz
+			backingOff bool
+		)
+		if err := rows.Scan(&state, &n, &until, &backingOff); err != nil {
+			return summary, interpret(err)
+		}
+		summary.States[broker.SeatState(state)] = n
+		if backingOff && until.InfinityModifier == pgtype.Finite {
+			summary.SignInsBlockedUntil = until.Time
+		}
+	}
+	return summary, interpret(rows.Err())
 }

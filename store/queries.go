@@ -182,7 +182,11 @@ const abandonSignIn = `
 UPDATE seats s SET lease_id = NULL, lease_expire_at = NULL, updated_at = @now
 ` + leaseSeat + ` AND s.state = 'signing_in'`
 
-const endLease = `UPDATE leases SET state = @state, ended_at = @now WHERE lease_id = @lease_id AND state = 'active'`
+// endLease ends a lease. A failed lease (its acquire returned an error)
+// gives up its request_id, so that a retry of that acquire starts anew.
+const endLease = `UPDATE leases SET state = @state, ended_at = @now,
+	request_id = CASE WHEN @state = 'failed' THEN '' ELSE request_id END
+WHERE lease_id = @lease_id AND state = 'active'`
 
 const updateCredentials = `
 UPDATE seats s SET credentials = @credentials, credentials_key_id = @credentials_key_id,
@@ -277,7 +281,7 @@ WITH due AS (
 	FROM due WHERE s.connection = due.connection AND s.slot = due.slot
 	RETURNING s.connection
 ), ended AS (
-	UPDATE leases l SET state = 'failed', ended_at = @now
+	UPDATE leases l SET state = 'failed', ended_at = @now, request_id = ''
 	FROM due WHERE l.lease_id = due.lease_id AND l.state = 'active'
 )
 SELECT pg_notify('` + notifyChannel + `', connection) FROM (SELECT DISTINCT connection FROM freed) f`
@@ -342,5 +346,11 @@ SELECT ` + seatColumns + ` FROM claimed s`
 const endSignInBackoff = `
 UPDATE connections SET signin_backoff = '0', signin_blocked_until = NULL
 WHERE name = @connection AND signin_backoff > interval '0'`
+
+const seatSummary = `
+SELECT s.state, count(*), coalesce(c.signin_blocked_until, '-infinity'::timestamptz), c.signin_backoff > interval '0'
+FROM seats s JOIN connections c ON c.name = s.connection
+WHERE s.connection = @connection AND NOT s.retired
+GROUP BY s.state, c.signin_blocked_until, c.signin_backoff`
 
 const openSessions = `SELECT count(*) FROM seats WHERE connection = @connection AND state IN ('idle', 'leased')`

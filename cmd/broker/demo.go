@@ -97,7 +97,7 @@ acubroker demo is running. Press Ctrl-C to stop everything it started.
   broker:             %[1]s  (connection %[2]q, %[3]d seats)
   Acumatica emulator: %[4]s  (licence of %[3]d API users)
 
-Try it with grpcurl (go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4):
+Try it with grpcurl (make tools installs it as .bin/grpcurl):
 
   grpcurl -plaintext %[1]s list
   grpcurl -plaintext -d '{"connection":"%[2]s"}' %[1]s acubroker.v1.SessionService/AcquireSession

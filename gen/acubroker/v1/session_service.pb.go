@@ -82,8 +82,9 @@ type AcquireSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The name of a connection in the broker's configuration. Required.
 	Connection string `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
-	// How long the lease lasts unless renewed. Unset: the connection's default
-	// lease TTL. Must be positive and at most the connection's maximum.
+	// How long the lease lasts unless renewed. Unset or zero: the connection's
+	// default lease TTL. Otherwise at least 1s and at most the connection's
+	// maximum.
 	LeaseTtl *durationpb.Duration `protobuf:"bytes,2,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
 	// An optional client-chosen id, at most 128 characters. A retried acquire
 	// with the same connection and request_id returns the same lease while it
@@ -417,8 +418,8 @@ type RenewLeaseRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The lease to extend. Required.
 	LeaseId string `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
-	// The new TTL, counted from now. Unset: the connection's default lease
-	// TTL. Must be positive and at most the connection's maximum.
+	// The new TTL, counted from now. Unset or zero: the connection's default
+	// lease TTL. Otherwise at least 1s and at most the connection's maximum.
 	LeaseTtl      *durationpb.Duration `protobuf:"bytes,2,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
