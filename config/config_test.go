@@ -200,7 +200,9 @@ var errorCases = []errorCase{
 	// scopes.
 	{"ScopesNotList", connectionYAML(map[string]string{"scopes": "api"}), "connections[0].scopes", `must be a list such as [api, offline_access], got a string "api"`},
 	{"ScopesUnknown", connectionYAML(map[string]string{"scopes": "[api, openid]"}), "connections[0].scopes[1]",
-		`unknown scope "openid"; the allowed scopes are api, offline_access, api:concurrent_access`},
+		`unknown scope "openid"; the allowed scopes are api, offline_access`},
+	{"ScopesConcurrentAccess", connectionYAML(map[string]string{"scopes": "[api, api:concurrent_access]"}), "connections[0].scopes[1]",
+		"scope api:concurrent_access is not supported"},
 	{"ScopesDuplicate", connectionYAML(map[string]string{"scopes": "[api, api]"}), "connections[0].scopes[1]", `scope "api" is listed twice`},
 	{"ScopesWithoutAPI", connectionYAML(map[string]string{"scopes": "[offline_access]"}), "connections[0].scopes", "must include api"},
 	{"ScopesEmpty", connectionYAML(map[string]string{"scopes": "[]"}), "connections[0].scopes", "must include api"},
@@ -497,7 +499,7 @@ func TestParseEverySetting(t *testing.T) {
     client_secret_file: password-crlf.txt
     username: svc-broker
     password_file: password.txt
-    scopes: [api, api:concurrent_access]
+    scopes: [api]
     max_sessions: 1000
     lease_ttl: {default: 1s, max: 24h}
     max_wait: 0
@@ -523,7 +525,7 @@ func TestParseEverySetting(t *testing.T) {
 		ClientSecret:     fileSecret,
 		Username:         "svc-broker",
 		Password:         fileSecret,
-		Scopes:           []string{"api", "api:concurrent_access"},
+		Scopes:           []string{"api"},
 		OfflineAccess:    false,
 		MaxSessions:      1000,
 		DefaultLeaseTTL:  time.Second,

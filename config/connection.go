@@ -47,7 +47,9 @@ const (
 // DefaultScopes are the scopes of a connection that sets none.
 var DefaultScopes = []string{ScopeAPI, ScopeOfflineAccess}
 
-var allowedScopes = []string{ScopeAPI, ScopeOfflineAccess, ScopeAPIConcurrentAccess}
+// allowedScopes leaves out ScopeAPIConcurrentAccess, which the broker cannot
+// budget.
+var allowedScopes = []string{ScopeAPI, ScopeOfflineAccess}
 
 var (
 	namePattern   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -371,6 +373,13 @@ func (p *parser) scopes(field string, e entry) []string {
 			continue
 		}
 		switch {
+		case item.Value == ScopeAPIConcurrentAccess:
+			// With this scope Acumatica opens a session per cookie jar on the
+			// holders' own requests, which the broker cannot count.
+			p.fail(itemField, item, "scope %s is not supported: Acumatica then opens a session for every "+
+				"request without a session cookie, outside the broker's seat budget; use [api, offline_access]",
+				item.Value)
+			ok = false
 		case !slices.Contains(allowedScopes, item.Value):
 			p.fail(itemField, item, "unknown scope %q; the allowed scopes are %s", item.Value, strings.Join(allowedScopes, ", "))
 			ok = false
