@@ -66,25 +66,8 @@ func (b *Broker) Release(ctx context.Context, p ReleaseParams) (bool, error) {
 		}
 		return true, nil
 	}
-	conn, seat, err := b.leaseConnection(ctx, p.LeaseID, p.Holder)
-	if err != nil {
-		return false, err
-	}
-	now := b.clock.Now()
-	acquiredAt := seat.LeaseAcquiredAt
-	seat, err = b.store.BeginSignOut(ctx, EndLeaseParams{
-		LeaseID:       p.LeaseID,
-		State:         LeaseRetired,
-		SignOutReason: "token rejected",
-		ReclaimAt:     b.reclaimAt(conn, seat, now),
-		Now:           now,
-	})
-	if err != nil {
-		return false, b.leaseStoreError(ctx, p.LeaseID, err)
-	}
-	b.observer.LeaseEnded(conn.Name, LeaseRetired, now.Sub(acquiredAt))
-	b.signOutSeat(ctx, conn, seat)
-	return false, nil
+	_, err := b.endWithSignOut(ctx, p.LeaseID, p.Holder, LeaseRetired, "token rejected")
+	return false, err
 }
 
 // release returns a lease's session to the pool in one store call, the hot
@@ -118,23 +101,29 @@ func (b *Broker) release(ctx context.Context, p ReleaseParams) error {
 //
 // Errors: as for Release.
 func (b *Broker) SignOut(ctx context.Context, p SignOutParams) (bool, error) {
-	conn, seat, err := b.leaseConnection(ctx, p.LeaseID, p.Holder)
+	return b.endWithSignOut(ctx, p.LeaseID, p.Holder, LeaseSignedOut, "caller sign-out")
+}
+
+// endWithSignOut ends a live lease of holder in state and signs its session
+// out, for reason. It returns whether Acumatica confirmed the sign-out.
+func (b *Broker) endWithSignOut(ctx context.Context, leaseID, holder string, state LeaseState, reason string) (bool, error) {
+	conn, seat, err := b.leaseConnection(ctx, leaseID, holder)
 	if err != nil {
 		return false, err
 	}
 	now := b.clock.Now()
 	acquiredAt := seat.LeaseAcquiredAt
 	seat, err = b.store.BeginSignOut(ctx, EndLeaseParams{
-		LeaseID:       p.LeaseID,
-		State:         LeaseSignedOut,
-		SignOutReason: "caller sign-out",
+		LeaseID:       leaseID,
+		State:         state,
+		SignOutReason: reason,
 		ReclaimAt:     b.reclaimAt(conn, seat, now),
 		Now:           now,
 	})
 	if err != nil {
-		return false, b.leaseStoreError(ctx, p.LeaseID, err)
+		return false, b.leaseStoreError(ctx, leaseID, err)
 	}
-	b.observer.LeaseEnded(conn.Name, LeaseSignedOut, now.Sub(acquiredAt))
+	b.observer.LeaseEnded(conn.Name, state, now.Sub(acquiredAt))
 	return b.signOutSeat(ctx, conn, seat), nil
 }
 
