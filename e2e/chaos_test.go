@@ -69,9 +69,9 @@ func (c *chaosCounts) codeSummary() string {
 
 // TestChaosKeepsSeatsWithinBudget runs callers against three broker
 // processes while it kills and restarts them, restarts Postgres and has the
-// emulator fail requests; the emulator's seat count must stay within the
-// budget at every instant, it must refuse no sign-in for its login limit,
-// and after a sign-out of everything no session may stay open.
+// emulator fail requests. The emulator's seat count must stay within the
+// budget at every instant, and it must refuse no sign-in for its login
+// limit. After a sign-out of everything, no session may stay open.
 func TestChaosKeepsSeatsWithinBudget(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the fault test runs for about a minute and a half; it is skipped with -short")

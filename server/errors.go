@@ -44,8 +44,8 @@ var reasonCodes = map[broker.Reason]codes.Code{
 }
 
 // statusError turns an error from the broker into a gRPC status error. A
-// broker *Error keeps its message and gains an ErrorInfo (and a RetryInfo or
-// BadRequest where they apply); context errors keep their codes; anything
+// broker *Error keeps its message and gains an ErrorInfo, plus a RetryInfo
+// or BadRequest where they apply. Context errors keep their codes. Anything
 // else is logged here and sent as a generic INTERNAL.
 func statusError(ctx context.Context, logger *slog.Logger, method string, err error) error {
 	if err == nil {

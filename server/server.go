@@ -4,7 +4,7 @@
 // validate requests.
 //
 // Each handler converts the request, calls the broker and converts the
-// result; statusError is the one place where broker errors become gRPC
+// result. statusError is the one place where broker errors become gRPC
 // status codes with their details.
 package server
 

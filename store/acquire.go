@@ -13,7 +13,7 @@ import (
 )
 
 // AcquireSeat implements broker.Store. Without a quota the claim is one
-// autocommit statement, the fast path of every acquire; with a quota the
+// autocommit statement, the fast path of every acquire. With a quota, the
 // count, claim and enqueue run in one transaction under a per-holder lock.
 func (s *Store) AcquireSeat(ctx context.Context, p broker.AcquireSeatParams) (*broker.Seat, int, error) {
 	args := pgx.NamedArgs{
@@ -106,7 +106,7 @@ func (s *Store) Dispatch(ctx context.Context, connection string, now time.Time) 
 	return dispatch(ctx, s.pool, connection, now)
 }
 
-// querier is what pgxpool.Pool and pgx.Tx have in common.
+// querier is the query interface that pgxpool.Pool and pgx.Tx share.
 type querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
