@@ -253,6 +253,12 @@ func (b *Broker) wait(ctx context.Context, conn *Connection, leaseID string, ttl
 
 	poll := time.NewTicker(b.pollInterval)
 	defer poll.Stop()
+	// A release that ran while this waiter was joining the queue did not
+	// see it, and sent no notification. Extra grant passes shortly after
+	// joining find such a seat long before the next poll.
+	recheck := time.NewTimer(recheckAfter[0])
+	defer recheck.Stop()
+	rechecks := 1
 	dispatch := true
 	for {
 		woken := b.wake.wait(conn.Name)
@@ -274,6 +280,12 @@ func (b *Broker) wait(ctx context.Context, conn *Connection, leaseID string, ttl
 			dispatch = false
 		case <-poll.C:
 			dispatch = true
+		case <-recheck.C:
+			dispatch = true
+			if rechecks < len(recheckAfter) {
+				recheck.Reset(recheckAfter[rechecks] - recheckAfter[rechecks-1])
+				rechecks++
+			}
 		case <-waitCtx.Done():
 			if err := b.giveUp(ctx, leaseID); err != nil {
 				return nil, err
@@ -285,6 +297,10 @@ func (b *Broker) wait(ctx context.Context, conn *Connection, leaseID string, ttl
 		}
 	}
 }
+
+// recheckAfter are the times after joining the queue at which a waiter runs
+// an extra grant pass; see wait.
+var recheckAfter = []time.Duration{5 * time.Millisecond, 25 * time.Millisecond, 100 * time.Millisecond}
 
 // giveUp leaves the queue. A seat granted meanwhile goes back at once.
 func (b *Broker) giveUp(ctx context.Context, leaseID string) error {

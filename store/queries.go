@@ -199,9 +199,15 @@ UPDATE seats s SET lease_expire_at = @now::timestamptz + @lease_ttl::interval, l
 ` + leaseSeat + ` AND s.state = 'leased' AND s.lease_expire_at > @now
 RETURNING ` + seatColumns
 
-// releaseLease puts a live lease's seat back to idle, ends the lease and
-// notifies listeners, in one statement. With @check_holder it matches only
-// a lease of @holder.
+// releaseLease puts a live lease's seat back to idle and ends the lease in
+// one statement. With @check_holder it matches only a lease of @holder.
+//
+// It notifies listeners only when callers wait for the connection. Postgres
+// serialises the commits of transactions that send a notification, so a
+// notification on every release would halve the release rate at 16
+// concurrent callers (measured with pgbench on 2 cores, fsync on). A waiter
+// that joins the queue while this statement runs is not seen here; it finds
+// the seat by the grant passes it runs after joining (see broker.wait).
 const releaseLease = `
 WITH released AS (
 	UPDATE seats s SET state = 'idle', lease_id = NULL, lease_expire_at = NULL, last_used_at = @now, updated_at = @now
@@ -213,7 +219,10 @@ WITH released AS (
 	WHERE lease_id = @lease_id AND state = 'active' AND EXISTS (SELECT 1 FROM released)
 )
 SELECT ` + seatColumns + ` FROM released s
-CROSS JOIN LATERAL (SELECT pg_notify('` + notifyChannel + `', s.connection)) notified`
+LEFT JOIN LATERAL (
+	SELECT pg_notify('` + notifyChannel + `', s.connection)
+	WHERE EXISTS (SELECT 1 FROM waiters w WHERE w.connection = s.connection)
+) notified ON true`
 
 // dispatchAfterRelease is dispatchOne for the connection of lease
 // @lease_id. Sent in one batch with releaseLease, it hands the released seat
