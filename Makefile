@@ -15,6 +15,9 @@ run: ## Run the broker: the local demo, or `serve` when BROKER_DATABASE_URL and 
 test: ## Run CI's checks: buf lint, gen/ freshness, go vet, staticcheck and go test -race with PostgreSQL
 	@bash scripts/test.sh
 
+bench: ## Run every benchmark scenario (about 5 min): a table on stdout and bench-out/results.json; ARGS="-quick" for a smoke run
+	go run ./cmd/brokerbench $(ARGS)
+
 generate: tools ## Regenerate gen/ from proto/ with buf
 	.bin/buf generate
 

@@ -41,6 +41,7 @@ func idleStore(b *testing.B, seats int) (*store.Store, *benchClock) {
 	if err := s.SyncConnections(ctx, []broker.ConnectionBudget{{Name: benchConnection, MaxSessions: seats}}); err != nil {
 		b.Fatalf("sync connections: %v", err)
 	}
+
 	clk := &benchClock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
 	now := clk.next()
 	// Every seat is signed in before any is released, so that each
@@ -65,6 +66,7 @@ func idleStore(b *testing.B, seats int) (*store.Store, *benchClock) {
 			b.Fatalf("complete sign-in: %v", err)
 		}
 	}
+
 	for _, id := range leases {
 		releaseLease(b, s, id, now)
 	}
@@ -122,9 +124,9 @@ func BenchmarkAcquireSeat(b *testing.B) {
 	reportRate(b, "acquires/s")
 }
 
-// BenchmarkReleaseLease times a release with nobody waiting: the seat
-// goes back to idle, the lease ends, the waiter queue is checked and
-// listeners are notified, in one transaction.
+// BenchmarkReleaseLease times a release with no waiter: the seat goes back
+// to idle, the lease ends and the waiter queue is checked, in one
+// transaction.
 func BenchmarkReleaseLease(b *testing.B) {
 	s, clk := idleStore(b, 1)
 	b.ResetTimer()
