@@ -286,17 +286,19 @@ func (b *Broker) heartbeat(ctx context.Context) {
 }
 
 // onNotify returns the handler of seat notifications. When this replica has
-// waiters of the connection, it first grants free seats to the oldest
-// waiters (a seat freed while a waiter was still joining the queue), then
-// wakes the local waiters to look for their grants.
+// waiters of the connection, it wakes them to look for their grants, then
+// grants any free seat to the oldest waiters (a seat freed while a waiter
+// was still joining the queue).
 func (b *Broker) onNotify(ctx context.Context) func(connection string) {
 	return func(connection string) {
 		if !b.wake.hasWaiters(connection) {
 			return
 		}
+		// Wake the waiters first: a grant that the notification reports is
+		// already theirs, and a grant made here sends its own notification.
+		b.wake.notify(connection)
 		if _, err := b.store.Dispatch(ctx, connection, b.clock.Now()); err != nil && ctx.Err() == nil {
 			b.logger.WarnContext(ctx, "dispatch after notification failed", "connection", connection, "err", err)
 		}
-		b.wake.notify(connection)
 	}
 }

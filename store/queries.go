@@ -108,10 +108,13 @@ WITH waiter AS (
 	SELECT id FROM waiters WHERE connection = @connection AND expire_at > @now
 	ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
 ), seat AS (
+	-- Without a waiter no seat is looked at, so a pass with nobody
+	-- waiting (one runs with every release) sorts and locks nothing.
 	SELECT connection, slot, state FROM seats
 	WHERE connection = @connection AND NOT retired
 		AND (state = 'idle' OR (state = 'empty' AND ` + signInAllowed + `))
 		AND ` + notPaused + `
+		AND EXISTS (SELECT 1 FROM waiter)
 	ORDER BY state = 'idle' DESC, last_used_at DESC NULLS LAST, slot
 	LIMIT 1 FOR UPDATE SKIP LOCKED
 ), granted AS (
