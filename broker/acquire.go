@@ -73,8 +73,13 @@ func (b *Broker) Acquire(ctx context.Context, p AcquireParams) (*Grant, error) {
 const maxLoginLimitRetries = 3
 
 func (b *Broker) acquire(ctx context.Context, p AcquireParams, waited *time.Duration) (*Grant, error) {
+	// One maximum wait covers the whole acquire, retries included.
+	var waitUntil time.Time
+	if conn, ok := b.connections[p.Connection]; ok {
+		waitUntil = time.Now().Add(conn.MaxWait)
+	}
 	for attempt := 0; ; attempt++ {
-		grant, err := b.acquireOnce(ctx, p, waited)
+		grant, err := b.acquireOnce(ctx, p, waited, waitUntil)
 		if !errors.Is(err, ErrLoginLimit) || attempt == maxLoginLimitRetries || ctx.Err() != nil {
 			return grant, err
 		}
@@ -87,7 +92,7 @@ func (b *Broker) acquire(ctx context.Context, p AcquireParams, waited *time.Dura
 	}
 }
 
-func (b *Broker) acquireOnce(ctx context.Context, p AcquireParams, waited *time.Duration) (*Grant, error) {
+func (b *Broker) acquireOnce(ctx context.Context, p AcquireParams, waited *time.Duration, waitUntil time.Time) (*Grant, error) {
 	conn, err := b.connection(p.Connection)
 	if err != nil {
 		return nil, err
@@ -122,9 +127,9 @@ func (b *Broker) acquireOnce(ctx context.Context, p AcquireParams, waited *time.
 		LeaseTTL:        ttl,
 		SignInReclaimAt: now.Add(b.sessionEndsAfter(conn)),
 		Quota:           quota,
-		NoWait:          conn.MaxWait <= 0,
+		NoWait:          !time.Now().Before(waitUntil),
 		MaxQueue:        conn.MaxQueue,
-		WaitExpireAt:    now.Add(min(waitBound(ctx, conn.MaxWait), waiterLiveness)),
+		WaitExpireAt:    now.Add(min(waitBound(ctx, time.Until(waitUntil)), waiterLiveness)),
 		Now:             now,
 	})
 	switch {
@@ -134,13 +139,19 @@ func (b *Broker) acquireOnce(ctx context.Context, p AcquireParams, waited *time.
 		return nil, withConnection(err, conn.Name)
 	case seat == nil:
 		start := time.Now()
-		seat, err = b.wait(ctx, conn, leaseID, ttl)
+		seat, err = b.wait(ctx, conn, leaseID, ttl, waitUntil)
 		*waited += time.Since(start)
 		if err != nil {
 			return nil, err
 		}
 	}
-	return b.prepare(ctx, conn, seat, ttl)
+	grant, err := b.prepare(ctx, conn, seat, ttl)
+	if err != nil {
+		// Whatever failed, the caller never gets this lease: give its seat
+		// back rather than hold it until the lease expires.
+		b.abandonLease(ctx, seat.LeaseID)
+	}
+	return grant, err
 }
 
 // acquireExisting returns the live lease that an earlier acquire with the
@@ -229,7 +240,7 @@ func withConnection(err error, connection string) error {
 // that died or stalls, so it gets no seat until it is extended again.
 const (
 	waiterHeartbeat = 250 * time.Millisecond
-	waiterLiveness  = time.Second
+	waiterLiveness  = 3 * time.Second
 )
 
 // claimGrant extends a lease granted to a waiter, which lasts only
@@ -247,8 +258,8 @@ func (b *Broker) claimGrant(ctx context.Context, seat *Seat, ttl time.Duration) 
 }
 
 // wait waits for a seat to be granted to the queued lease leaseID.
-func (b *Broker) wait(ctx context.Context, conn *Connection, leaseID string, ttl time.Duration) (*Seat, error) {
-	waitCtx, cancel := context.WithTimeout(ctx, conn.MaxWait)
+func (b *Broker) wait(ctx context.Context, conn *Connection, leaseID string, ttl time.Duration, waitUntil time.Time) (*Seat, error) {
+	waitCtx, cancel := context.WithDeadline(ctx, waitUntil)
 	defer cancel()
 
 	poll := time.NewTicker(b.pollInterval)

@@ -14,7 +14,7 @@ import (
 func (b *Broker) ensureFresh(ctx context.Context, conn *Connection, seat *Seat) (*Grant, error) {
 	creds, err := b.openCredentials(seat)
 	if err != nil {
-		return nil, err
+		return nil, b.retireUnreadable(ctx, conn, seat, err)
 	}
 	now := b.clock.Now()
 	if seat.TokenStale {
@@ -156,4 +156,34 @@ func (b *Broker) replaceSession(ctx context.Context, conn *Connection, seat *Sea
 		return nil, b.leaseStoreError(bg, leaseID, err)
 	}
 	return b.signIn(ctx, conn, seat, remaining)
+}
+
+// retireUnreadable retires a leased seat whose stored credentials cannot be
+// opened, for example because the key that sealed them is no longer
+// configured. Without its token the session cannot be signed out, so the
+// seat stays counted until Acumatica has certainly ended the session, and a
+// new session is then signed in on it.
+func (b *Broker) retireUnreadable(ctx context.Context, conn *Connection, seat *Seat, cause error) error {
+	b.logger.ErrorContext(ctx, "cannot open a session's stored credentials; retiring the session",
+		"connection", conn.Name, "session_id", seat.SessionID, "key_id", seat.CredentialsKeyID, "err", cause)
+	now := b.clock.Now()
+	_, err := b.store.BeginSignOut(context.WithoutCancel(ctx), EndLeaseParams{
+		LeaseID:       seat.LeaseID,
+		State:         LeaseFailed,
+		SignOutReason: "credentials cannot be opened",
+		ReclaimAt:     b.reclaimAt(conn, seat, now),
+		Now:           now,
+	})
+	if err != nil && !errors.Is(err, ErrLeaseLost) {
+		b.logger.ErrorContext(ctx, "retiring a session with unreadable credentials failed", "session_id", seat.SessionID, "err", err)
+	}
+	return &Error{
+		Reason:     ReasonERPUnavailable,
+		RetryAfter: time.Second,
+		Metadata:   map[string]string{"connection": conn.Name},
+		Message: fmt.Sprintf("a session of connection %q was stored under encryption key %q, which this broker "+
+			"does not have; the session was retired, so retry; an operator should check the encryption keys",
+			conn.Name, seat.CredentialsKeyID),
+		Cause: cause,
+	}
 }

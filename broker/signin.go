@@ -95,6 +95,18 @@ func (b *Broker) signOutUnrecorded(ctx context.Context, conn *Connection, creds 
 }
 
 // releaseAbandoned puts back a lease whose caller left before it was granted.
+// abandonLease gives back the seat of a lease whose acquire failed, when the
+// lease still holds it leased. A lease that already lost its seat, or whose
+// seat is signing in or out, is left as it is.
+func (b *Broker) abandonLease(ctx context.Context, leaseID string) {
+	_, err := b.store.ReleaseLease(context.WithoutCancel(ctx),
+		EndLeaseParams{LeaseID: leaseID, State: LeaseFailed, Now: b.clock.Now()})
+	if err != nil && !errors.Is(err, ErrLeaseLost) {
+		b.logger.WarnContext(ctx, "giving back the seat of a failed acquire failed; it is reclaimed when its lease expires",
+			"lease_id", leaseID, "err", err)
+	}
+}
+
 func (b *Broker) releaseAbandoned(ctx context.Context, leaseID string) {
 	_, err := b.store.ReleaseLease(ctx, EndLeaseParams{LeaseID: leaseID, State: LeaseReleased, Now: b.clock.Now()})
 	if err != nil {

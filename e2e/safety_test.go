@@ -312,9 +312,14 @@ func TestLoginLimitProbesWithBackoff(t *testing.T) {
 	}
 
 	first := acquire(t, env.Client)
+	start := time.Now()
 	_, err = env.Client.AcquireSession(context.Background(), &acubrokerv1.AcquireSessionRequest{Connection: brokertest.ConnectionName})
 	if reason := errorInfo(err).GetReason(); reason != "NO_SEAT_AVAILABLE" && reason != "ERP_LOGIN_LIMIT" {
 		t.Fatalf("second acquire: reason %q, want ERP_LOGIN_LIMIT or NO_SEAT_AVAILABLE (err %v)", reason, err)
+	}
+	// Going back to the queue after the refusal shares the one max_wait.
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("second acquire took %s, want about the max_wait of 300ms", took)
 	}
 	refused := func() int64 { return emu.Stats().RefusedSignIns["login_limit"] }
 	if got := refused(); got != 1 {

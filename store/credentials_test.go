@@ -3,6 +3,7 @@ package store_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"maps"
 	"strings"
 	"testing"
@@ -279,5 +280,47 @@ func TestListCredentialsPages(t *testing.T) {
 	slots := []int{first[0].Slot, first[1].Slot, second[0].Slot}
 	if slots[0] >= slots[1] || slots[1] >= slots[2] {
 		t.Errorf("slots across pages = %v, want them increasing", slots)
+	}
+}
+
+func TestAcquireRetiresSessionWithUnreadableCredentials(t *testing.T) {
+	t.Parallel()
+	env := newRotationEnv(t)
+	ctx := context.Background()
+	old := env.startBroker(t, keyring(t, "k1", oldKey))
+	idle := acquire(t, old, time.Hour)
+	if _, err := old.Release(ctx, broker.ReleaseParams{LeaseID: idle.Lease.ID, Holder: "billing"}); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+
+	// A broker without k1 takes the warm session sealed under it.
+	newOnly := env.startBroker(t, keyring(t, "k2", newKey))
+	_, err := newOnly.Acquire(ctx, broker.AcquireParams{Connection: "erp", Holder: "billing"})
+	if !errors.Is(err, broker.ErrERPUnavailable) {
+		t.Fatalf("Acquire of a session sealed under a missing key = %v, want ERP_UNAVAILABLE", err)
+	}
+	if !strings.Contains(err.Error(), `"k1"`) {
+		t.Errorf("error %q does not name the missing key", err)
+	}
+	states := map[string]int{}
+	rows, _ := env.pool.Query(ctx, "SELECT state FROM seats")
+	for rows.Next() {
+		var state string
+		if err := rows.Scan(&state); err != nil {
+			t.Fatal(err)
+		}
+		states[state]++
+	}
+	if states["leased"] != 0 {
+		t.Errorf("seats after the failed acquire = %v, want none leased to the lease nobody received", states)
+	}
+	if states["signing_out"] != 1 {
+		t.Errorf("seats after the failed acquire = %v, want the unreadable session retired and still counted", states)
+	}
+
+	// The next acquire signs in a new session on a free seat.
+	next := acquire(t, newOnly, time.Hour)
+	if next.Lease.SessionID == idle.Lease.SessionID {
+		t.Error("the next acquire got the retired session")
 	}
 }

@@ -218,7 +218,8 @@ WITH released AS (
 		AND (NOT @check_holder::boolean OR l.holder = @holder)
 	RETURNING s.*
 ), ended AS (
-	UPDATE leases SET state = @state, ended_at = @now
+	UPDATE leases SET state = @state, ended_at = @now,
+		request_id = CASE WHEN @state = 'failed' THEN '' ELSE request_id END
 	WHERE lease_id = @lease_id AND state = 'active' AND EXISTS (SELECT 1 FROM released)
 )
 SELECT ` + seatColumns + ` FROM released s
