@@ -348,6 +348,9 @@ func (b *Broker) noSeat(ctx context.Context, conn *Connection) *Error {
 				conn.Name, conn.MaxWait),
 		}
 	}
+	if summary.Paused {
+		return PausedError(conn.Name)
+	}
 	if wait := summary.SignInsBlockedUntil.Sub(b.clock.Now()); wait > 0 {
 		meta["sign_ins_blocked_until"] = summary.SignInsBlockedUntil.UTC().Format(time.RFC3339)
 		return &Error{

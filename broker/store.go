@@ -66,6 +66,8 @@ type SeatSummary struct {
 	// SignInsBlockedUntil is when sign-ins may resume after a login-limit
 	// refusal; zero when they are allowed.
 	SignInsBlockedUntil time.Time
+	// Paused is true while an operator has paused the connection.
+	Paused bool
 }
 
 // LeaseRecord is a lease as the store remembers it, also after it ends.

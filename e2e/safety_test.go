@@ -456,6 +456,32 @@ func TestRequestIDRetryAfterFailedSignIn(t *testing.T) {
 	}
 }
 
+func TestPausedConnectionEndsWaitWithReason(t *testing.T) {
+	t.Parallel()
+	env := brokertest.Start(t, brokertest.Options{
+		Seats:      1,
+		Connection: func(c *broker.Connection) { c.MaxWait = 700 * time.Millisecond },
+	})
+	held := acquire(t, env.Client)
+	defer release(t, env.Client, held.GetLease().GetLeaseId())
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := env.Client.AcquireSession(context.Background(), &acubrokerv1.AcquireSessionRequest{Connection: brokertest.ConnectionName})
+		done <- err
+	}()
+	waitFor(t, "the caller to queue", func() bool { return count(t, env, "SELECT count(*) FROM waiters") == 1 })
+	if _, err := env.Broker.PauseConnection(context.Background(), broker.PauseParams{
+		Connection: brokertest.ConnectionName, Actor: "test", Reason: "maintenance",
+	}); err != nil {
+		t.Fatalf("PauseConnection: %v", err)
+	}
+	err := <-done
+	if reason := errorInfo(err).GetReason(); reason != "CONNECTION_PAUSED" {
+		t.Errorf("queued acquire on a paused connection: reason %q, want CONNECTION_PAUSED (err %v)", reason, err)
+	}
+}
+
 func TestQueueCapFailsFast(t *testing.T) {
 	t.Parallel()
 	env := brokertest.Start(t, brokertest.Options{

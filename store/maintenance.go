@@ -106,7 +106,7 @@ func (s *Store) SeatSummary(ctx context.Context, connection string) (broker.Seat
 			until      pgtype.Timestamptz
 			backingOff bool
 		)
-		if err := rows.Scan(&state, &n, &until, &backingOff); err != nil {
+		if err := rows.Scan(&state, &n, &until, &backingOff, &summary.Paused); err != nil {
 			return summary, interpret(err)
 		}
 		summary.States[broker.SeatState(state)] = n

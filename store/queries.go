@@ -361,9 +361,10 @@ UPDATE connections SET signin_backoff = '0', signin_blocked_until = NULL
 WHERE name = @connection AND signin_backoff > interval '0'`
 
 const seatSummary = `
-SELECT s.state, count(*), coalesce(c.signin_blocked_until, '-infinity'::timestamptz), c.signin_backoff > interval '0'
+SELECT s.state, count(*), coalesce(c.signin_blocked_until, '-infinity'::timestamptz), c.signin_backoff > interval '0',
+	c.paused
 FROM seats s JOIN connections c ON c.name = s.connection
 WHERE s.connection = @connection AND NOT s.retired
-GROUP BY s.state, c.signin_blocked_until, c.signin_backoff`
+GROUP BY s.state, c.signin_blocked_until, c.signin_backoff, c.paused`
 
 const openSessions = `SELECT count(*) FROM seats WHERE connection = @connection AND state IN ('idle', 'leased')`
