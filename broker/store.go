@@ -167,10 +167,10 @@ type Store interface {
 
 	// AcquireSeat leases an idle seat, else claims an empty one for a
 	// sign-in (state signing_in), and records the lease. When no seat is
-	// free, or callers already wait for the connection (nobody overtakes
-	// the queue), it queues the caller instead and returns a nil seat and
-	// the caller's 1-based position in the queue; a seat granted later
-	// carries params.LeaseID.
+	// free, or callers already wait for the connection, it queues the
+	// caller instead, so that no caller overtakes the queue. It then
+	// returns a nil seat and the caller's 1-based position in the queue,
+	// and a seat granted later carries params.LeaseID.
 	//
 	// Errors: ErrNotFound when no seat is free and params.NoWait is set;
 	// an *Error with ReasonCallerQuota or ReasonQueueFull when a cap is

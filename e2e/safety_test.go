@@ -438,7 +438,7 @@ func TestRequestIDRetryAfterFailedSignIn(t *testing.T) {
 		t.Errorf("retry delay = %s, want positive", delay)
 	}
 
-	// The retry the error asks for, with the same request_id, succeeds.
+	// A retry with the same request_id, as the RetryInfo suggests, succeeds.
 	resp, err := env.Client.AcquireSession(context.Background(), req)
 	if err != nil {
 		t.Fatalf("retried acquire with the same request_id: %v", err)
