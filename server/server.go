@@ -75,13 +75,15 @@ func New(cfg Config) *Server {
 	}
 	unary := []grpc.UnaryServerInterceptor{
 		selector.UnaryServerInterceptor(
-			logging.UnaryServerInterceptor(interceptorLogger(logger), logging.WithLogOnEvents(logging.FinishCall)),
+			logging.UnaryServerInterceptor(interceptorLogger(logger), logging.WithLogOnEvents(logging.FinishCall),
+				logging.WithLevels(callLogLevel)),
 			selector.MatchFunc(notHealthCheck)),
 		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(panicHandler(logger))),
 	}
 	stream := []grpc.StreamServerInterceptor{
 		selector.StreamServerInterceptor(
-			logging.StreamServerInterceptor(interceptorLogger(logger), logging.WithLogOnEvents(logging.FinishCall)),
+			logging.StreamServerInterceptor(interceptorLogger(logger), logging.WithLogOnEvents(logging.FinishCall),
+				logging.WithLevels(callLogLevel)),
 			selector.MatchFunc(notHealthCheck)),
 		recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(panicHandler(logger))),
 	}
@@ -144,6 +146,16 @@ func (s *Server) Stop() {
 // Kubernetes send one every few seconds.
 func notHealthCheck(_ context.Context, call interceptors.CallMeta) bool {
 	return call.Service != healthpb.Health_ServiceDesc.ServiceName
+}
+
+// callLogLevel is the middleware's default mapping of codes to log levels,
+// except that calls rejected by authentication log at WARN: a run of them
+// is how a misconfigured or hostile caller shows.
+func callLogLevel(code codes.Code) logging.Level {
+	if code == codes.Unauthenticated || code == codes.PermissionDenied {
+		return logging.LevelWarn
+	}
+	return logging.DefaultServerCodeToLevel(code)
 }
 
 // interceptorLogger adapts slog to the logging interceptor. Payloads are

@@ -253,3 +253,14 @@ func serveBroker(ctx context.Context, opts serveOptions) error {
 	gracefulStop(srv, drain, checker, opts.shutdownDelay, opts.shutdownTimeout, opts.logger)
 	return nil
 }
+
+// checkListenAddress fails early, before the database and the migrations,
+// when the gRPC address is invalid or taken. The broker binds it again
+// later; the port may be taken in between, which serveBroker reports.
+func checkListenAddress(addr string) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w; choose another address with -listen or BROKER_LISTEN", addr, err)
+	}
+	return lis.Close()
+}

@@ -211,6 +211,15 @@ func TestTracingExportsSpans(t *testing.T) {
 		t.Fatalf("PasswordGrant through the traced client: %v", err)
 	}
 
+	// The server ends a call's span after the client has its reply, so
+	// flush until the AcquireSession span has been exported.
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(receiver.spanNames(), "acubroker.v1.SessionService/AcquireSession") && time.Now().Before(deadline) {
+		if err := tr.provider.ForceFlush(ctx); err != nil {
+			t.Fatalf("ForceFlush: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := tr.shutdown(ctx); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}

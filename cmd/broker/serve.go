@@ -68,6 +68,9 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := checkListenAddress(*listen); err != nil {
+		return err
+	}
 	pool, err := openPool(ctx, *databaseURL, logger)
 	if err != nil {
 		return err
