@@ -251,8 +251,17 @@ func (b *Broker) claimGrant(ctx context.Context, seat *Seat, ttl time.Duration) 
 		return seat, nil
 	}
 	renewed, err := b.store.RenewLease(ctx, seat.LeaseID, ttl, b.clock.Now())
+	if errors.Is(err, ErrLeaseLost) {
+		return nil, &Error{
+			Reason: ReasonNoSeatAvailable,
+			Message: fmt.Sprintf("the seat granted to this acquire was not picked up within %s, so it went to "+
+				"the next caller (this replica may be overloaded); retry", GrantClaimWithin),
+			RetryAfter: time.Second,
+			Metadata:   map[string]string{"connection": seat.Connection, "lease_id": seat.LeaseID},
+		}
+	}
 	if err != nil {
-		return nil, b.leaseStoreError(ctx, seat.LeaseID, err)
+		return nil, err
 	}
 	return renewed, nil
 }
