@@ -42,7 +42,7 @@ var (
 	// timeout, or a 5xx response without a recognised message.
 	ErrUnavailable = errors.New("acumatica: service unavailable")
 
-	// ErrTokenRejected means Acumatica answered a sign-out with 401: it no
+	// ErrTokenRejected means Acumatica returned 401 to a sign-out: it no
 	// longer accepts the access token because the token expired or was
 	// revoked, or the session ended. The session cannot be signed out with
 	// this token, and it may stay open until Acumatica's idle timeout.

@@ -22,7 +22,7 @@
 //	  └────────────────────┴────────────────── signing_out ◄───────────┘
 //	                           confirmed, or reclaim_at
 //
-// A sign-in whose outcome is unknown (the request was sent but no answer came
+// A sign-in whose outcome is unknown (the request was sent but no response came
 // back, or the broker died before recording it) leaves the seat in
 // signing_in until reclaim_at, when any session it may have opened has timed
 // out at Acumatica. A sign-out that Acumatica did not confirm leaves the seat

@@ -21,7 +21,7 @@ type RenewParams struct {
 // ReleaseParams are the inputs of Release.
 type ReleaseParams struct {
 	LeaseID string
-	// TokenRejected retires the session: Acumatica answered 401 to its token.
+	// TokenRejected retires the session: Acumatica returned 401 for its token.
 	TokenRejected bool
 	Holder        string
 }

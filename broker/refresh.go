@@ -120,7 +120,7 @@ func (b *Broker) refresh(ctx context.Context, conn *Connection, seat *Seat, cred
 
 // replaceSession gives a leased seat a new session when its own cannot be
 // refreshed. A session that may still be open at Acumatica is signed out
-// first; the seat is reused only once Acumatica confirms, so the open
+// first. The seat is reused only once Acumatica confirms, so the open
 // sessions never outnumber the seats. When the session cannot be signed out
 // (its access token expired and its refresh token was rejected), the seat
 // stays counted until Acumatica's idle timeout has certainly ended it.

@@ -271,7 +271,7 @@ type Store interface {
 	EndSignInBackoff(ctx context.Context, connection string) error
 
 	// SeatSummary counts the connection's seats by state, for error
-	// messages that say why no seat was free.
+	// messages that explain why no seat was free.
 	SeatSummary(ctx context.Context, connection string) (SeatSummary, error)
 
 	// OpenSessions counts the connection's seats with an open session

@@ -69,6 +69,6 @@
 // WithMaxAttempts. INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION,
 // PERMISSION_DENIED and every other code are returned at once. All
 // attempts of one Acquire carry the same request_id, so an attempt whose
-// answer was lost cannot take a second seat. Reason and RetryDelay read the
+// response was lost cannot take a second seat. Reason and RetryDelay read the
 // details of an error.
 package client

@@ -278,7 +278,7 @@ func TestAuthReflectionNeedsCredentials(t *testing.T) {
 	}
 }
 
-// listServices asks the reflection service for the service names.
+// listServices requests from the reflection service for the service names.
 func listServices(t *testing.T, conn *grpc.ClientConn) ([]string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

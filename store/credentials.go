@@ -114,7 +114,7 @@ type ResealResult struct {
 	// kept as the broker wrote them.
 	Changed int
 	// Failed values could not be opened or sealed. The error that
-	// ResealCredentials returns says why.
+	// ResealCredentials returns explains why.
 	Failed int
 	// Remaining counts, by key id, the values not under the active key once
 	// the run ended ("" for values stored without encryption). Removing a

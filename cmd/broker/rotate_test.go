@@ -87,7 +87,7 @@ func TestRotateKeysCommand(t *testing.T) {
 		t.Errorf("second run's stdout lacks the value already under k2:\n%s", stdout.String())
 	}
 
-	// A config that lacks the key of the stored value fails, and says so.
+	// A config that lacks the key of the stored value fails, and reports it.
 	lost := writeSecurityConfig(t, "encryption:\n  keys: [{id: k3, file: k3.key}]\n  active: k3\n")
 	writeKey(t, lost, "k3.key", 3)
 	stdout.Reset()
